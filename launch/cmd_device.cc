@@ -1,0 +1,26 @@
+// `roformer device`: which compute backends this build has and what devices they see.
+#include <iostream>
+
+#include "launch/command.h"
+#ifdef ROFORMER_HAVE_CUDA
+#include "kernels/cuda/device_query.h"
+#endif
+
+namespace roformer {
+namespace {
+
+int RunDevice(int, char**) {
+  std::cout << "cpu: available\n";
+#ifdef ROFORMER_HAVE_CUDA
+  std::cout << "cuda: built in\n" << cuda::DescribeDevices();
+  if (cuda::DeviceCount() > 0) std::cout << "axpy self-test max error: " << cuda::AxpySelfTest(1 << 20) << "\n";
+#else
+  std::cout << "cuda: not built (nvcc was not found at configure time)\n";
+#endif
+  return 0;
+}
+
+RegisterCommand reg("device", "list compute backends and devices", "roformer device", &RunDevice);
+
+}  // namespace
+}  // namespace roformer

@@ -1,0 +1,102 @@
+// RoFormer / RealFormer encoder with MLM and SOP heads on the CPU backend, fp32.
+//
+// Architecture (HF RoFormer numerics, clue-and-reference.md §3): token + segment embeddings (no
+// absolute positions) -> LN -> dropout -> [embeddings_project if E != H] -> N layers of
+// {Q,K,V projections, RoPE (interleaved pairs) on q and k, scores scaled by 1/sqrt(d) or
+// log512(max(n,16))/sqrt(d), RealFormer residual scores (running sum of the scaled raw scores, mask
+// excluded; optional running mean), masked softmax, attention dropout, output projection, residual +
+// LN (Post-LN) or Pre-LN with a final LN, exact-erf GELU FFN}. Heads: MLM (dense + GELU + LN +
+// decoder tied to the word embeddings + bias) computed only at the masked positions; SOP on [CLS]
+// (pooler dense + tanh, classifier). Vocab is padded to a multiple of 128*tp; padded logits masked.
+//
+// Parameters live in a ParamStore under HF names (so HF checkpoints convert by name); the padded word
+// embedding rows beyond vocab_size are zero and never receive gradient.
+//
+// The encoder and the heads are separate so fine-tuning heads (CLUE) and multi-task weighting can
+// reuse the encoder: EncoderForward -> head forward/backward -> EncoderBackward.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/batch.h"
+#include "runtime/config.pb.h"
+#include "runtime/param_store.h"
+#include "runtime/tp_region.h"
+
+namespace roformer {
+
+// Dropout stream key: masks are a pure function of (seed, step, micro-batch, layer, op, logical
+// element index) through a counter-based RNG, so TP=N draws the masks TP=1 draws.
+struct DropoutContext {
+  bool enabled = false;  // false: eval / inference (dropout off)
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  uint32_t micro = 0;
+};
+
+struct LossStats {
+  double loss = 0;       // total objective = mlm_loss + sop_loss (sop term only when labels exist)
+  double mlm_loss = 0;   // mean cross-entropy over masked positions
+  double sop_loss = 0;   // mean cross-entropy over sequences
+  int64_t mlm_count = 0, mlm_correct = 0;
+  int64_t sop_count = 0, sop_correct = 0;
+};
+
+// Derived sizes of a model on one TP rank.
+struct ModelDims {
+  int vocab = 0;         // unpadded vocab size
+  int vocab_padded = 0;  // multiple of 128 * tp
+  int hidden = 0, embedding = 0, layers = 0, heads = 0, head_dim = 0, intermediate = 0;
+  int type_vocab = 0, max_positions = 0;
+  int tp = 1, tp_rank = 0;
+  int local_heads() const { return heads / tp; }
+  int local_intermediate() const { return intermediate / tp; }
+  int local_vocab() const { return vocab_padded / tp; }
+};
+
+ModelDims MakeModelDims(const config::ModelConfig& cfg, int tp = 1, int tp_rank = 0);
+
+class RoFormerModel {
+ public:
+  // cfg.vocab_size must be > 0 here (resolved from the vocab file by the caller).
+  explicit RoFormerModel(const config::ModelConfig& cfg, TpRegion tp = TpRegion(),
+                         bool with_optimizer_state = true);
+  ~RoFormerModel();
+
+  const ModelDims& dims() const;
+  const config::ModelConfig& config() const;
+  ParamStore& store();
+  const ParamStore& store() const;
+
+  // HF-style init: weights ~ N(0, initializer_range) from a counter RNG keyed by (seed, logical
+  // name, logical element index) so every TP layout initialises identically; biases 0; LN 1/0;
+  // pad row (id 0) and padded vocab rows 0.
+  void InitWeights(uint64_t seed);
+
+  // Pretraining step on one micro-batch: forward, and when `backward` is true, backward with the
+  // parameter gradients ACCUMULATED (+=) into store().grads() scaled by `grad_scale`.
+  LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout, bool backward,
+                            float grad_scale = 1.0f);
+
+  // Inference (dropout off). Outputs (resized here): mlm_logits [B, L, vocab] (unpadded, every
+  // position), sequence_output [B, L, H]. hidden_states, if non-null, gets L+1 tensors [B, L, H]
+  // (embedding output then each layer's output, HF's output_hidden_states).
+  void Infer(const Batch& batch, std::vector<float>* mlm_logits, std::vector<float>* sequence_output,
+             std::vector<std::vector<float>>* hidden_states = nullptr);
+
+  // ---- encoder/head split for fine-tuning and multi-task ----
+  // Runs the encoder; returns the sequence output [B*L, H] (valid until the next call).
+  const float* EncoderForward(const Batch& batch, const DropoutContext& dropout);
+  // Backpropagates d(sequence_output) [B*L, H] through the encoder of the last EncoderForward,
+  // accumulating parameter grads scaled by grad_scale.
+  void EncoderBackward(const float* d_sequence_output, float grad_scale);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace roformer
