@@ -1,0 +1,226 @@
+#include "model/trainer.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "model/flops.h"
+#include "model/lr_schedule.h"
+#include "model/optimizer.h"
+#include "runtime/error.h"
+
+namespace roformer {
+namespace {
+
+LrSchedule MakeSchedule(const config::TrainConfig& t) {
+  LrSchedule s;
+  s.peak = t.lr();
+  s.warmup_steps = t.warmup_steps();
+  s.total_steps = t.steps();
+  s.decay = t.lr_decay();
+  s.min_ratio = t.min_lr_ratio();
+  return s;
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  long s = static_cast<long>(seconds + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  return buf;
+}
+
+}  // namespace
+
+Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data,
+                 TrainerOptions opt)
+    : cfg_(cfg), model_(model), data_(data), opt_(std::move(opt)) {
+  const auto& t = cfg_.train();
+  const int dp = cfg_.parallel().dp();
+  if (t.global_batch() % (t.micro_batch() * dp) != 0) {
+    Fail("train.global_batch = ", t.global_batch(), " must be a multiple of train.micro_batch (",
+         t.micro_batch(), ") x parallel.dp (", dp, ")");
+  }
+}
+
+StepResult Trainer::Step() {
+  const auto& t = cfg_.train();
+  const int dp = cfg_.parallel().dp();
+  const int micro = t.micro_batch();
+  const int num_micro = t.global_batch() / (micro * dp);
+  ParamStore& store = model_->store();
+  store.ZeroGrads();
+
+  StepResult r;
+  r.step = step_;
+  double loss = 0, mlm_loss = 0, sop_loss = 0;
+  int64_t mlm_n = 0, mlm_ok = 0, sop_n = 0, sop_ok = 0;
+  int64_t tokens = 0;
+  double flops = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int m = 0; m < num_micro; ++m) {
+    data_->Fill(consumed_samples_ + static_cast<int64_t>(m) * micro, micro, false, &batch_);
+    DropoutContext drop;
+    drop.enabled = true;
+    drop.seed = t.seed();
+    drop.step = static_cast<uint64_t>(step_);
+    drop.micro = static_cast<uint32_t>(m);
+    LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_micro);
+    loss += s.loss / num_micro;
+    mlm_loss += s.mlm_loss / num_micro;
+    sop_loss += s.sop_loss / num_micro;
+    mlm_n += s.mlm_count;
+    mlm_ok += s.mlm_correct;
+    sop_n += s.sop_count;
+    sop_ok += s.sop_correct;
+    tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
+    flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
+                                                  static_cast<double>(s.mlm_count) / batch_.batch,
+                                                  !batch_.sop_labels.empty());
+  }
+  r.loss = loss;
+  r.mlm_loss = mlm_loss;
+  r.sop_loss = sop_loss;
+  r.mlm_acc = mlm_n ? static_cast<double>(mlm_ok) / mlm_n : 0;
+  r.sop_acc = sop_n ? static_cast<double>(sop_ok) / sop_n : 0;
+  r.lr = MakeSchedule(t).At(step_);
+
+  GradCheck gc = CheckGradients(store);
+  r.grad_norm = gc.norm;
+  if (!std::isfinite(loss) || !gc.finite) {
+    r.skipped = true;
+    ++skipped_steps_;
+    ++consecutive_skips_;
+    LOG(WARNING) << "step " << step_ << ": non-finite "
+                 << (!std::isfinite(loss) ? "loss (" + std::to_string(loss) + ")"
+                                          : "gradient in " + gc.first_bad)
+                 << "; update skipped (" << consecutive_skips_ << " in a row, "
+                 << skipped_steps_ << " total)";
+    if (consecutive_skips_ >= t.max_consecutive_skips()) {
+      Fail("training diverged: ", consecutive_skips_,
+           " consecutive steps with a non-finite loss or gradient (last: ",
+           gc.finite ? std::string("loss") : gc.first_bad,
+           "); lower train.lr or check the data (train.max_consecutive_skips = ",
+           t.max_consecutive_skips(), ")");
+    }
+  } else {
+    consecutive_skips_ = 0;
+    AdamWOptions o;
+    o.beta1 = t.adam_beta1();
+    o.beta2 = t.adam_beta2();
+    o.eps = t.adam_eps();
+    o.weight_decay = t.weight_decay();
+    o.grad_clip = t.grad_clip();
+    AdamWStep(&store, o, r.lr, step_ - skipped_steps_ + 1, gc.norm);
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  consumed_samples_ += t.global_batch();
+  ++step_;
+  history_.push_back(r);
+  window_seconds_ += seconds;
+  window_tokens_ += tokens;
+  window_flops_ += flops;
+  run_seconds_ += seconds;
+  ++run_steps_;
+  if (step_ % t.log_every() == 0 || step_ == t.steps()) LogStep(r, seconds, tokens);
+  return r;
+}
+
+void Trainer::LogStep(const StepResult& r, double, int64_t) {
+  const auto& t = cfg_.train();
+  double tok_s = window_seconds_ > 0 ? window_tokens_ / window_seconds_ : 0;
+  double gflops = window_seconds_ > 0 ? window_flops_ / window_seconds_ / 1e9 : 0;
+  double mfu = opt_.gemm_peak_gflops > 0 ? gflops / opt_.gemm_peak_gflops : 0;
+  double eta = run_steps_ > 0 ? (t.steps() - step_) * (run_seconds_ / run_steps_) : 0;
+  if (!opt_.quiet) {
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  "step %lld/%lld loss %.4f mlm %.4f acc %.3f sop %.4f acc %.3f lr %.3g gnorm %.3f "
+                  "tok/s %.0f %.1f GFLOP/s mfu %.1f%% eta %s",
+                  static_cast<long long>(step_), static_cast<long long>(t.steps()), r.loss,
+                  r.mlm_loss, r.mlm_acc, r.sop_loss, r.sop_acc, r.lr, r.grad_norm, tok_s, gflops,
+                  100 * mfu, FormatDuration(eta).c_str());
+    LOG(INFO) << buf;
+  }
+  char json[640];
+  std::snprintf(json, sizeof(json),
+                "{\"step\":%lld,\"loss\":%.9g,\"mlm_loss\":%.9g,\"mlm_acc\":%.6g,\"sop_loss\":%.9g,"
+                "\"sop_acc\":%.6g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,"
+                "\"gflops\":%.6g,\"mfu\":%.6g,\"skipped_steps\":%lld,\"consumed_samples\":%lld}",
+                static_cast<long long>(step_), r.loss, r.mlm_loss, r.mlm_acc, r.sop_loss, r.sop_acc,
+                r.lr, r.grad_norm, tok_s, gflops, mfu, static_cast<long long>(skipped_steps_),
+                static_cast<long long>(consumed_samples_));
+  AppendMetrics(json);
+  window_seconds_ = 0;
+  window_tokens_ = 0;
+  window_flops_ = 0;
+}
+
+EvalResult Trainer::Evaluate() {
+  const auto& t = cfg_.train();
+  EvalResult e;
+  int64_t n = std::min<int64_t>(t.eval_samples(), data_->eval_samples_available());
+  if (n <= 0) return e;
+  double mlm_sum = 0, sop_sum = 0;
+  int64_t mlm_n = 0, mlm_ok = 0, sop_n = 0, sop_ok = 0;
+  Batch b;
+  for (int64_t first = 0; first < n; first += t.micro_batch()) {
+    int count = static_cast<int>(std::min<int64_t>(t.micro_batch(), n - first));
+    data_->Fill(first, count, /*eval=*/true, &b);
+    LossStats s = model_->ForwardBackward(b, DropoutContext{}, /*backward=*/false);
+    mlm_sum += s.mlm_loss * s.mlm_count;
+    sop_sum += s.sop_loss * s.sop_count;
+    mlm_n += s.mlm_count;
+    mlm_ok += s.mlm_correct;
+    sop_n += s.sop_count;
+    sop_ok += s.sop_correct;
+    e.sequences += count;
+  }
+  e.mlm_loss = mlm_n ? mlm_sum / mlm_n : 0;
+  e.mlm_acc = mlm_n ? static_cast<double>(mlm_ok) / mlm_n : 0;
+  e.sop_loss = sop_n ? sop_sum / sop_n : 0;
+  e.sop_acc = sop_n ? static_cast<double>(sop_ok) / sop_n : 0;
+  if (!opt_.quiet) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf), "eval step %lld: mlm loss %.4f acc %.4f sop loss %.4f acc %.4f (%lld seqs)",
+                  static_cast<long long>(step_), e.mlm_loss, e.mlm_acc, e.sop_loss, e.sop_acc,
+                  static_cast<long long>(e.sequences));
+    LOG(INFO) << buf;
+  }
+  char json[320];
+  std::snprintf(json, sizeof(json),
+                "{\"step\":%lld,\"eval_mlm_loss\":%.9g,\"eval_mlm_acc\":%.6g,\"eval_sop_loss\":%.9g,"
+                "\"eval_sop_acc\":%.6g,\"eval_sequences\":%lld}",
+                static_cast<long long>(step_), e.mlm_loss, e.mlm_acc, e.sop_loss, e.sop_acc,
+                static_cast<long long>(e.sequences));
+  AppendMetrics(json);
+  return e;
+}
+
+void Trainer::Run(int64_t max_steps) {
+  const auto& t = cfg_.train();
+  int64_t stop = t.steps();
+  if (max_steps >= 0) stop = std::min<int64_t>(stop, step_ + max_steps);
+  if (step_ == 0 && t.eval_every() > 0) Evaluate();
+  while (step_ < stop) {
+    Step();
+    if (t.eval_every() > 0 && step_ % t.eval_every() == 0 && step_ != t.steps()) Evaluate();
+    if (cfg_.checkpoint().every() > 0 && step_ % cfg_.checkpoint().every() == 0) SaveCheckpointNow();
+  }
+  if (step_ == t.steps() && stop == t.steps()) {
+    Evaluate();
+    SaveCheckpointNow();
+  }
+}
+
+void Trainer::AppendMetrics(const std::string& json_line) {
+  if (opt_.run_dir.empty()) return;
+  std::ofstream out(opt_.run_dir + "/metrics.jsonl", std::ios::app);
+  if (!out) Fail(opt_.run_dir, "/metrics.jsonl: cannot open for writing");
+  out << json_line << "\n";
+}
+
+}  // namespace roformer

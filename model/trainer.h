@@ -1,0 +1,95 @@
+// The pretraining loop: micro-batch gradient accumulation, AdamW with warmup + decay, global
+// grad-norm clipping, the non-finite guard, periodic held-out evaluation, progress logs and
+// metrics.jsonl, periodic checkpoints and bit-identical resume.
+//
+// Resume is bit-identical because every input of a step is a pure function of saved state: samples
+// of (seed, global sample index), dropout masks of (seed, step, micro, layer, op, element), the lr of
+// the step, and the parameters/moments restored exactly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/roformer_model.h"
+#include "runtime/config.pb.h"
+
+namespace roformer {
+
+// Where batches come from (data/ provides the corpus-backed one; tests provide synthetic ones).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Samples [first, first + count) of the training stream (eval = false) or of the held-out stream.
+  virtual void Fill(int64_t first, int count, bool eval, Batch* out) = 0;
+  // Number of distinct held-out samples available (0 = no held-out data).
+  virtual int64_t eval_samples_available() const = 0;
+};
+
+struct TrainerOptions {
+  std::string run_dir;         // metrics.jsonl goes here; "" = no files
+  std::string checkpoint_dir;  // "" = no checkpoints
+  double gemm_peak_gflops = 0;  // for MFU; 0 = not reported
+  bool quiet = false;          // no INFO progress lines (tests)
+};
+
+struct EvalResult {
+  double mlm_loss = 0, mlm_acc = 0, sop_loss = 0, sop_acc = 0;
+  int64_t sequences = 0;
+};
+
+struct StepResult {
+  int64_t step = 0;  // 0-based index of the optimizer step just taken
+  double loss = 0, mlm_loss = 0, mlm_acc = 0, sop_loss = 0, sop_acc = 0;
+  double lr = 0, grad_norm = 0;
+  bool skipped = false;
+};
+
+class Trainer {
+ public:
+  Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data, TrainerOptions opt);
+
+  // Restores model, optimizer state and counters from the newest complete checkpoint under
+  // checkpoint_dir. Returns false when there is none.
+  bool ResumeFromLatest();
+
+  // Runs optimizer steps until cfg.train.steps (or `max_steps` more, whichever first; -1 = all).
+  void Run(int64_t max_steps = -1);
+
+  // One optimizer step over global_batch / dp sequences (this process's share).
+  StepResult Step();
+
+  EvalResult Evaluate();
+
+  // Writes a checkpoint of the current state (no-op without checkpoint_dir).
+  void SaveCheckpointNow();
+
+  int64_t step() const { return step_; }
+  int64_t consumed_samples() const { return consumed_samples_; }
+  const std::vector<StepResult>& history() const { return history_; }
+
+ private:
+  void AppendMetrics(const std::string& json_line);
+  void LogStep(const StepResult& r, double step_seconds, int64_t tokens);
+
+  config::Config cfg_;
+  RoFormerModel* model_;
+  BatchSource* data_;
+  TrainerOptions opt_;
+  int64_t step_ = 0;
+  int64_t consumed_samples_ = 0;
+  int64_t skipped_steps_ = 0;
+  int consecutive_skips_ = 0;
+  std::vector<StepResult> history_;
+  Batch batch_;
+  // Progress accounting between log lines.
+  double window_seconds_ = 0;
+  int64_t window_tokens_ = 0;
+  double window_flops_ = 0;
+  double run_seconds_ = 0;
+  int64_t run_steps_ = 0;
+};
+
+}  // namespace roformer
