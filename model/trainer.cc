@@ -216,6 +216,48 @@ void Trainer::Run(int64_t max_steps) {
   }
 }
 
+void Trainer::SaveCheckpointNow() {
+  if (opt_.checkpoint_dir.empty()) return;
+  const auto& t = cfg_.train();
+  TrainState st;
+  st.step = step_;
+  st.consumed_samples = consumed_samples_;
+  st.seed = t.seed();
+  st.lr = history_.empty() ? 0.0 : history_.back().lr;
+  st.warmup_steps = t.warmup_steps();
+  st.total_steps = t.steps();
+  st.skipped_steps = skipped_steps_;
+  st.adam_step = step_ - skipped_steps_;
+  SaveOptions so;
+  so.keep = cfg_.checkpoint().keep();
+  so.vocab = opt_.vocab;
+  auto t0 = std::chrono::steady_clock::now();
+  std::string dir = SaveCheckpoint(opt_.checkpoint_dir, model_->store(), cfg_, st, so);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!opt_.quiet) LOG(INFO) << "checkpoint " << dir << " (" << s << " s)";
+}
+
+bool Trainer::ResumeFromLatest() {
+  if (opt_.checkpoint_dir.empty()) return false;
+  std::string dir = FindLatestCheckpoint(opt_.checkpoint_dir);
+  if (dir.empty()) return false;
+  LoadedCheckpoint ck = LoadCheckpoint(dir, /*with_optimizer=*/true);
+  RestoreInto(ck, &model_->store(), /*with_optimizer=*/true);
+  if (ck.state.seed != cfg_.train().seed()) {
+    LOG(WARNING) << "resuming " << dir << " saved with train.seed " << ck.state.seed
+                 << " under train.seed " << cfg_.train().seed()
+                 << ": the data order and dropout continue with the new seed";
+  }
+  step_ = ck.state.step;
+  consumed_samples_ = ck.state.consumed_samples;
+  skipped_steps_ = ck.state.skipped_steps;
+  if (!opt_.quiet) {
+    LOG(INFO) << "resumed from " << dir << " at step " << step_ << " (" << consumed_samples_
+              << " samples consumed)";
+  }
+  return true;
+}
+
 void Trainer::AppendMetrics(const std::string& json_line) {
   if (opt_.run_dir.empty()) return;
   std::ofstream out(opt_.run_dir + "/metrics.jsonl", std::ios::app);

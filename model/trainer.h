@@ -14,6 +14,7 @@
 
 #include "model/batch.h"
 #include "model/roformer_model.h"
+#include "runtime/checkpoint.h"
 #include "runtime/config.pb.h"
 
 namespace roformer {
@@ -33,6 +34,7 @@ struct TrainerOptions {
   std::string checkpoint_dir;  // "" = no checkpoints
   double gemm_peak_gflops = 0;  // for MFU; 0 = not reported
   bool quiet = false;          // no INFO progress lines (tests)
+  VocabIdentity vocab;         // recorded in checkpoints
 };
 
 struct EvalResult {
