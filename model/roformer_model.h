@@ -4,13 +4,13 @@
 // absolute positions) -> LN -> dropout -> [embeddings_project if E != H] -> N layers of
 // {Q,K,V projections, RoPE (interleaved pairs) on q and k, scores scaled by 1/sqrt(d) or
 // log512(max(n,16))/sqrt(d), RealFormer residual scores (running sum of the scaled raw scores, mask
-// excluded; optional running mean), masked softmax, attention dropout, output projection, residual +
-// LN (Post-LN) or Pre-LN with a final LN, exact-erf GELU FFN}. Heads: MLM (dense + GELU + LN +
+// excluded; optional running mean), masked softmax, attention dropout, output projection, residual
+// + LN (Post-LN) or Pre-LN with a final LN, exact-erf GELU FFN}. Heads: MLM (dense + GELU + LN +
 // decoder tied to the word embeddings + bias) computed only at the masked positions; SOP on [CLS]
 // (pooler dense + tanh, classifier). Vocab is padded to a multiple of 128*tp; padded logits masked.
 //
-// Parameters live in a ParamStore under HF names (so HF checkpoints convert by name); the padded word
-// embedding rows beyond vocab_size are zero and never receive gradient.
+// Parameters live in a ParamStore under HF names (so HF checkpoints convert by name); the padded
+// word embedding rows beyond vocab_size are zero and never receive gradient.
 //
 // The encoder and the heads are separate so fine-tuning heads (CLUE) and multi-task weighting can
 // reuse the encoder: EncoderForward -> head forward/backward -> EncoderBackward.
@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,9 +39,9 @@ struct DropoutContext {
 };
 
 struct LossStats {
-  double loss = 0;       // total objective = mlm_loss + sop_loss (sop term only when labels exist)
-  double mlm_loss = 0;   // mean cross-entropy over masked positions
-  double sop_loss = 0;   // mean cross-entropy over sequences
+  double loss = 0;      // total objective = mlm_loss + sop_loss (sop term only when labels exist)
+  double mlm_loss = 0;  // mean cross-entropy over masked positions
+  double sop_loss = 0;  // mean cross-entropy over sequences
   int64_t mlm_count = 0, mlm_correct = 0;
   int64_t sop_count = 0, sop_correct = 0;
 };
@@ -82,9 +83,11 @@ class RoFormerModel {
                             float grad_scale = 1.0f);
 
   // Inference (dropout off). Outputs (resized here): mlm_logits [B, L, vocab] (unpadded, every
-  // position), sequence_output [B, L, H]. hidden_states, if non-null, gets L+1 tensors [B, L, H]
-  // (embedding output then each layer's output, HF's output_hidden_states).
-  void Infer(const Batch& batch, std::vector<float>* mlm_logits, std::vector<float>* sequence_output,
+  // position), sequence_output [B, L, H]. hidden_states, if non-null, gets num_hidden_layers + 1
+  // tensors [B, L, H] (embedding output then each layer's output, HF's output_hidden_states; with
+  // pre_ln the last one is before the final LayerNorm, sequence_output after it).
+  void Infer(const Batch& batch, std::vector<float>* mlm_logits,
+             std::vector<float>* sequence_output,
              std::vector<std::vector<float>>* hidden_states = nullptr);
 
   // ---- encoder/head split for fine-tuning and multi-task ----
@@ -93,6 +96,10 @@ class RoFormerModel {
   // Backpropagates d(sequence_output) [B*L, H] through the encoder of the last EncoderForward,
   // accumulating parameter grads scaled by grad_scale.
   void EncoderBackward(const float* d_sequence_output, float grad_scale);
+
+  // MLM head logits [mlm rows, local padded vocab] of the last ForwardBackward run with
+  // backward = false (a backward overwrites them with their gradient). Tests and diagnostics.
+  std::span<const float> LastMlmLogits() const;
 
  private:
   struct Impl;

@@ -1,0 +1,170 @@
+#include "kernels/cpu/attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "runtime/philox.h"
+
+namespace roformer {
+
+namespace {
+
+// Per-thread [2, L, L] scratch; grows on the first larger shape only (OpenMP threads persist).
+float* ThreadScratch(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats) buf.resize(floats);
+  return buf.data();
+}
+
+int CountKeys(const int32_t* mask_row, int seq) {
+  if (!mask_row) return seq;
+  int n = 0;
+  for (int j = 0; j < seq; ++j) n += mask_row[j] != 0;
+  return n;
+}
+
+// Multiplies P [L, L] of head (b, h) by the dropout keep mask / (1 - p) into out (may alias P).
+void ApplyProbDropout(const DropoutSpec& s, int b, int h, int seq, const float* in, float* out) {
+  // Row b of the logical [B, heads_global * L * L] view; local head h starts at
+  // col_offset + h * L * L.
+  DropoutSpec hs = s;
+  hs.col_offset = s.col_offset + static_cast<int64_t>(h) * seq * seq;
+  const int64_t n = static_cast<int64_t>(seq) * seq;
+  const float scale = 1.0f / (1.0f - s.p);
+  const uint64_t base = static_cast<uint64_t>(b * hs.cols_global + hs.col_offset);
+  uint64_t cached = ~uint64_t{0};
+  std::array<uint32_t, 4> block{};
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t idx = base + static_cast<uint64_t>(i);
+    if ((idx >> 2) != cached) {
+      cached = idx >> 2;
+      block = Philox4x32(s.stream, cached, s.key);
+    }
+    out[i] = U32ToUniform01f(block[idx & 3]) >= s.p ? in[i] * scale : 0.0f;
+  }
+}
+
+}  // namespace
+
+float AttentionLogitScale(const AttentionParams& p, const int32_t* mask_row, int seq) {
+  float c = p.mean_div;
+  if (p.log_n) {
+    const int n = std::max(CountKeys(mask_row, seq), 16);
+    c = static_cast<float>(static_cast<double>(p.mean_div) *
+                           (std::log(static_cast<double>(n)) / std::log(512.0)));
+  }
+  return c;
+}
+
+void AttentionForward(const AttentionDims& dims, const AttentionParams& p, const float* q,
+                      const float* k, const float* v, const int32_t* mask, float* carry,
+                      float* probs, float* ctx) {
+  const int B = dims.batch, L = dims.seq, NH = dims.heads, d = dims.head_dim;
+  const int64_t ld = dims.ld, LL = static_cast<int64_t>(L) * L;
+  const int ldi = static_cast<int>(ld);
+  const float sqrt_d = std::sqrt(static_cast<float>(d));
+  const bool dropout = p.dropout.p > 0.0f;
+  ScopedSingleThreadBlas single;
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const int b = bh / NH, h = bh % NH;
+    const int64_t tok0 = static_cast<int64_t>(b) * L * ld + static_cast<int64_t>(h) * d;
+    const float* qb = q + tok0;
+    const float* kb = k + tok0;
+    const float* vb = v + tok0;
+    const int32_t* mrow = mask ? mask + static_cast<int64_t>(b) * L : nullptr;
+    float* S = ThreadScratch(2 * LL);
+    float* P = probs + static_cast<int64_t>(bh) * LL;
+    float* cur = p.realformer ? carry + static_cast<int64_t>(bh) * LL : nullptr;
+    Sgemm(false, true, L, L, d, 1.0f, qb, ldi, kb, ldi, 0.0f, S, L);
+    const float c = AttentionLogitScale(p, mrow, L);
+    for (int i = 0; i < L; ++i) {
+      float* srow = S + static_cast<int64_t>(i) * L;
+      float* prow = P + static_cast<int64_t>(i) * L;
+      float* crow = cur ? cur + static_cast<int64_t>(i) * L : nullptr;
+      float mx = -INFINITY;
+      for (int j = 0; j < L; ++j) {
+        float s = srow[j] / sqrt_d;
+        if (crow) {
+          if (p.has_prev) s += crow[j];
+          crow[j] = s;
+        }
+        const float logit = s * c;
+        srow[j] = logit;
+        if ((!mrow || mrow[j]) && logit > mx) mx = logit;
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < L; ++j) {
+        const float e = (!mrow || mrow[j]) ? std::exp(srow[j] - mx) : 0.0f;
+        prow[j] = e;
+        sum += e;
+      }
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      for (int j = 0; j < L; ++j) prow[j] *= inv;
+    }
+    const float* Pd = P;
+    if (dropout) {
+      float* D = S + LL;
+      ApplyProbDropout(p.dropout, b, h, L, P, D);
+      Pd = D;
+    }
+    Sgemm(false, false, L, d, L, 1.0f, Pd, L, vb, ldi, 0.0f, ctx + tok0, ldi);
+  }
+}
+
+void AttentionBackward(const AttentionDims& dims, const AttentionParams& p, const float* dctx,
+                       const float* q, const float* k, const float* v, const int32_t* mask,
+                       const float* probs, float* dcarry, bool has_dcarry_in, float* dq, float* dk,
+                       float* dv) {
+  const int B = dims.batch, L = dims.seq, NH = dims.heads, d = dims.head_dim;
+  const int64_t ld = dims.ld, LL = static_cast<int64_t>(L) * L;
+  const int ldi = static_cast<int>(ld);
+  const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(d));
+  const bool dropout = p.dropout.p > 0.0f;
+  const float drop_scale = dropout ? 1.0f / (1.0f - p.dropout.p) : 1.0f;
+  ScopedSingleThreadBlas single;
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const int b = bh / NH, h = bh % NH;
+    const int64_t tok0 = static_cast<int64_t>(b) * L * ld + static_cast<int64_t>(h) * d;
+    const int32_t* mrow = mask ? mask + static_cast<int64_t>(b) * L : nullptr;
+    const float* P = probs + static_cast<int64_t>(bh) * LL;
+    float* dP = ThreadScratch(2 * LL);
+    float* Pd = dP + LL;
+    // dv = dropout(P)^T dctx
+    const float* Pv = P;
+    if (dropout) {
+      ApplyProbDropout(p.dropout, b, h, L, P, Pd);
+      Pv = Pd;
+    }
+    Sgemm(true, false, L, d, L, 1.0f, Pv, L, dctx + tok0, ldi, 0.0f, dv + tok0, ldi);
+    // d(dropout(P)) = dctx v^T, then through the dropout (keep / (1 - p)). Where P > 0 the
+    // regenerated Pd is non-zero exactly when kept; where P == 0 the softmax backward ignores dP.
+    Sgemm(false, true, L, L, d, 1.0f, dctx + tok0, ldi, v + tok0, ldi, 0.0f, dP, L);
+    if (dropout) {
+      for (int64_t i = 0; i < LL; ++i) dP[i] = Pd[i] != 0.0f ? dP[i] * drop_scale : 0.0f;
+    }
+    const float c = AttentionLogitScale(p, mrow, L);
+    float* dS = p.realformer ? dcarry + static_cast<int64_t>(bh) * LL : dP;
+    for (int i = 0; i < L; ++i) {
+      const float* prow = P + static_cast<int64_t>(i) * L;
+      const float* dprow = dP + static_cast<int64_t>(i) * L;
+      float dot = 0.0f;
+      for (int j = 0; j < L; ++j) dot += prow[j] * dprow[j];
+      float* dsrow = dS + static_cast<int64_t>(i) * L;
+      for (int j = 0; j < L; ++j) {
+        const float g = prow[j] * (dprow[j] - dot) * c;
+        dsrow[j] = (p.realformer && has_dcarry_in) ? dsrow[j] + g : g;
+      }
+    }
+    Sgemm(false, false, L, d, L, inv_sqrt_d, dS, L, k + tok0, ldi, 0.0f, dq + tok0, ldi);
+    Sgemm(true, false, L, d, L, inv_sqrt_d, dS, L, q + tok0, ldi, 0.0f, dk + tok0, ldi);
+  }
+}
+
+}  // namespace roformer

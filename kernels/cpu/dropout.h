@@ -1,0 +1,36 @@
+// Inverted dropout with counter-based masks. The keep bit of a logical element is a pure function
+// of (seed, stream, logical index) through Philox4x32-10, so
+//  - the backward regenerates the mask instead of storing it,
+//  - a tensor-parallel shard holding columns [col_offset, col_offset + cols_local) of a logical
+//    [rows, cols_global] tensor draws exactly the bits TP = 1 draws for those columns,
+//  - resume reproduces masks from (seed, step, micro, layer, op).
+#pragma once
+
+#include <cstdint>
+
+namespace roformer {
+
+struct DropoutSpec {
+  float p = 0;              // drop probability; 0 = identity (also the eval path)
+  uint64_t key = 0;         // run seed
+  uint64_t stream = 0;      // DropoutStreamId(step, micro, layer, op)
+  int64_t cols_global = 0;  // logical row width
+  int64_t col_offset = 0;   // first logical column held locally
+};
+
+uint64_t DropoutStreamId(uint64_t step, uint32_t micro, uint32_t layer, uint32_t op);
+
+// Keep bit of logical element (row, col_offset + col): uniform >= p.
+bool DropoutKeep(const DropoutSpec& s, int64_t row, int64_t col);
+
+// y = x * keep / (1 - p) over a local [rows, cols] tensor; y may alias x. Identity copy when p = 0.
+void DropoutForward(const DropoutSpec& s, const float* x, float* y, int64_t rows, int64_t cols);
+// dx = dy * keep / (1 - p) with the regenerated mask; dx may alias dy.
+void DropoutBackward(const DropoutSpec& s, const float* dy, float* dx, int64_t rows, int64_t cols);
+
+// Post-projection epilogue, in place: y = residual + dropout(y + bias) (bias may be null). Its
+// backward is DropoutBackward (the residual passes the gradient through unchanged).
+void BiasDropoutResidualForward(const DropoutSpec& s, float* y, const float* bias,
+                                const float* residual, int64_t rows, int64_t cols);
+
+}  // namespace roformer

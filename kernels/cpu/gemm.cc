@@ -1,0 +1,78 @@
+#include "kernels/cpu/gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+namespace roformer {
+
+void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+           const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    // BLAS would still scale C by beta; keep that contract explicitly.
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) c[static_cast<int64_t>(i) * ldc + j] *= beta;
+    return;
+  }
+  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  if (omp_in_parallel()) {  // a per-head GEMM inside the caller's parallel loop
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // One thread pool for everything: OpenMP splits C into slabs and each slab is a single-threaded
+  // BLAS call. Letting OpenBLAS's own pthread pool run the GEMMs while OpenMP runs the elementwise
+  // kernels makes the two pools spin against each other (2x slower steps measured on 2 cores).
+  const double flops = 2.0 * m * n * k;
+  const int threads = flops < 4e6 ? 1 : omp_get_max_threads();
+  ScopedSingleThreadBlas single;
+  if (threads <= 1) {
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const bool split_rows = m >= n;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (split_rows) {
+      const int r0 = static_cast<int>(static_cast<int64_t>(m) * t / nt);
+      const int r1 = static_cast<int>(static_cast<int64_t>(m) * (t + 1) / nt);
+      if (r1 > r0) {
+        // Rows r0.. of op(A): row offset when A is stored as is, column offset when transposed.
+        const float* as = trans_a ? a + r0 : a + static_cast<int64_t>(r0) * lda;
+        cblas_sgemm(CblasRowMajor, ta, tb, r1 - r0, n, k, alpha, as, lda, b, ldb, beta,
+                    c + static_cast<int64_t>(r0) * ldc, ldc);
+      }
+    } else {
+      const int c0 = static_cast<int>(static_cast<int64_t>(n) * t / nt);
+      const int c1 = static_cast<int>(static_cast<int64_t>(n) * (t + 1) / nt);
+      if (c1 > c0) {
+        const float* bs = trans_b ? b + static_cast<int64_t>(c0) * ldb : b + c0;
+        cblas_sgemm(CblasRowMajor, ta, tb, m, c1 - c0, k, alpha, a, lda, bs, ldb, beta, c + c0,
+                    ldc);
+      }
+    }
+  }
+}
+
+void BatchedHeadSgemm(int batch, int heads, bool trans_a, bool trans_b, int m, int n, int k,
+                      float alpha, const float* a, int lda, HeadStrides as, const float* b, int ldb,
+                      HeadStrides bs, float beta, float* c, int ldc, HeadStrides cs) {
+  ScopedSingleThreadBlas single;
+  const int total = batch * heads;
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < total; ++i) {
+    const int bi = i / heads, h = i % heads;
+    Sgemm(trans_a, trans_b, m, n, k, alpha, a + bi * as.batch + h * as.head, lda,
+          b + bi * bs.batch + h * bs.head, ldb, beta, c + bi * cs.batch + h * cs.head, ldc);
+  }
+}
+
+ScopedSingleThreadBlas::ScopedSingleThreadBlas() : saved_(openblas_get_num_threads()) {
+  if (saved_ != 1) openblas_set_num_threads(1);
+}
+ScopedSingleThreadBlas::~ScopedSingleThreadBlas() {
+  if (saved_ != 1) openblas_set_num_threads(saved_);
+}
+
+}  // namespace roformer
