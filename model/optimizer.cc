@@ -25,6 +25,11 @@ GradCheck CheckGradients(const ParamStore& store) {
 
 void AdamWStep(ParamStore* store, const AdamWOptions& opt, double lr, int64_t step,
                double grad_norm) {
+  AdamWStepRange(store, opt, lr, step, grad_norm, 0, store->size());
+}
+
+void AdamWStepRange(ParamStore* store, const AdamWOptions& opt, double lr, int64_t step,
+                    double grad_norm, int64_t range_begin, int64_t range_end) {
   // Same coefficient as torch.nn.utils.clip_grad_norm_ and Megatron: max_norm / (norm + 1e-6).
   double clip = 1.0;
   if (opt.grad_clip > 0) clip = std::min(1.0, opt.grad_clip / (grad_norm + 1e-6));
@@ -41,7 +46,9 @@ void AdamWStep(ParamStore* store, const AdamWOptions& opt, double lr, int64_t st
   float* v = store->adam_v().data();
   for (const auto& info : store->infos()) {
     const float decay = info.weight_decay ? static_cast<float>(lr * opt.weight_decay) : 0.0f;
-    const int64_t begin = info.offset, end = info.offset + info.numel;
+    const int64_t begin = std::max(info.offset, range_begin);
+    const int64_t end = std::min(info.offset + info.numel, range_end);
+    if (begin >= end) continue;
 #pragma omp parallel for schedule(static)
     for (int64_t i = begin; i < end; ++i) {
       float gi = g[i] * fclip;

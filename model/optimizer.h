@@ -17,9 +17,9 @@ struct AdamWOptions {
 };
 
 struct GradCheck {
-  double norm = 0;          // global L2 norm of the gradients (before clipping)
+  double norm = 0;  // global L2 norm of the gradients (before clipping)
   bool finite = true;
-  std::string first_bad;    // name of the first tensor with a non-finite gradient
+  std::string first_bad;  // name of the first tensor with a non-finite gradient
 };
 
 // Global gradient L2 norm in double, in a fixed summation order (bit-reproducible), plus the name
@@ -29,6 +29,14 @@ GradCheck CheckGradients(const ParamStore& store);
 
 // One AdamW update with learning rate `lr`; `step` is the 1-based update count for bias correction.
 // Gradients are scaled by min(1, clip / norm) first when clipping is on.
-void AdamWStep(ParamStore* store, const AdamWOptions& opt, double lr, int64_t step, double grad_norm);
+void AdamWStep(ParamStore* store, const AdamWOptions& opt, double lr, int64_t step,
+               double grad_norm);
+
+// The same update restricted to the flat-buffer elements [begin, end) (ZeRO-1: a rank's owned
+// range). The range may cut through tensors; each element gets its own tensor's weight-decay flag.
+// AdamWStep is this over [0, size()), so both give bit-identical results on the elements they
+// share.
+void AdamWStepRange(ParamStore* store, const AdamWOptions& opt, double lr, int64_t step,
+                    double grad_norm, int64_t begin, int64_t end);
 
 }  // namespace roformer

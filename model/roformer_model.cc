@@ -71,6 +71,32 @@ ModelDims MakeModelDims(const config::ModelConfig& cfg, int tp, int tp_rank) {
   return d;
 }
 
+void ValidateTpLayout(const ModelDims& d) {
+  // Megatron's layout constraints (anchors §10.10), checked before anything is declared: a TP rank
+  // must own whole heads (RoPE and the RealFormer score residual are per head and stay local), a
+  // whole slice of the FFN, and an equal slice of the padded vocab.
+  if (d.tp < 1) Fail("parallel.tp must be >= 1 (got ", d.tp, ")");
+  if (d.heads <= 0) Fail("model.num_attention_heads must be > 0 (got ", d.heads, ")");
+  if (d.hidden % d.heads != 0) {
+    Fail("model.hidden_size = ", d.hidden,
+         " is not divisible by model.num_attention_heads = ", d.heads);
+  }
+  if (d.heads % d.tp != 0) {
+    Fail("model.num_attention_heads = ", d.heads, " is not divisible by parallel.tp = ", d.tp,
+         ": tensor parallelism gives every TP rank whole attention heads; choose parallel.tp among "
+         "the divisors of ",
+         d.heads);
+  }
+  if (d.intermediate % d.tp != 0) {
+    Fail("model.intermediate_size = ", d.intermediate, " is not divisible by parallel.tp = ", d.tp,
+         ": the FFN is split column-/row-parallel into equal slices");
+  }
+  if (d.vocab_padded % d.tp != 0) {
+    Fail("padded vocab ", d.vocab_padded, " (model.vocab_size ", d.vocab,
+         ") is not divisible by parallel.tp = ", d.tp);
+  }
+}
+
 // Parameter offsets of one encoder layer (resolved from the store once; pointers are rebuilt from
 // the flat buffers at every use, so a checkpoint load that replaces the vectors stays valid).
 struct LayerRefs {
@@ -115,6 +141,9 @@ struct RoFormerModel::Impl {
   float *h_g = nullptr, *h_t1 = nullptr, *h_t2 = nullptr, *h_t3 = nullptr, *h_mean = nullptr,
         *h_rstd = nullptr, *h_logits = nullptr, *h_dg = nullptr, *h_dt3 = nullptr, *h_dt2 = nullptr;
   int64_t last_m = 0;
+  // vocab-parallel cross-entropy: this shard's per-row summaries and every shard's (all-gathered)
+  std::vector<double> ce_local, ce_all;
+  std::vector<float> tp_partial;  // FinishGradientsTp staging (sized once)
 
   // state of the last forward
   int B = 0, L = 0;
@@ -344,6 +373,8 @@ void RoFormerModel::Impl::ReserveHead(int64_t m) {
     h_dt2 = take(cap_m * E);
     if (pass == 0) head_arena.assign(used, 0.0f);
   }
+  ce_local.assign(cap_m * kVocabShardStatsWidth, 0.0);
+  ce_all.assign(cap_m * kVocabShardStatsWidth * d.tp, 0.0);
 }
 
 void RoFormerModel::Impl::Validate(const Batch& b) const {
@@ -513,8 +544,11 @@ void RoFormerModel::Impl::LayerBackward(int l) {
   LinearBackward(D2, a.ffn_act, P(w.f2_w), dffn, Gr(w.f2_w), Gr(w.f2_b), BL, il, H);
   GeluBackward(dffn, a.ffn_pre, dffn, BL * il);
   float* dffn_in = pre ? D1 : D2;  // post-LN: D1 still holds dres2 (the residual branch)
-  LinearBackward(dffn, a.ffn_in, P(w.f1_w), dffn_in, Gr(w.f1_w), Gr(w.f1_b), BL, H, il);
-  tp.CopyToRegionBackward(Span(dffn_in, BL * H));
+  // Column-parallel backward (f): dgrad first, its TP all-reduce overlaps the wgrad GEMM.
+  LinearBackward(dffn, a.ffn_in, P(w.f1_w), dffn_in, nullptr, nullptr, BL, H, il);
+  CommHandle ffn_reduce = tp.CopyToRegionBackwardAsync(Span(dffn_in, BL * H));
+  LinearBackward(dffn, a.ffn_in, nullptr, nullptr, Gr(w.f1_w), Gr(w.f1_b), BL, H, il);
+  ffn_reduce.Wait();
   float* dres1;
   if (pre) {
     // res2 = res1 + drop(FFN(LN_f(res1))): G (= dres2) already holds the residual branch.
@@ -538,10 +572,14 @@ void RoFormerModel::Impl::LayerBackward(int l) {
   RopeBackward(dq, rope.data(), B, L, d.local_heads(), d.head_dim, hl);
   RopeBackward(dk, rope.data(), B, L, d.local_heads(), d.head_dim, hl);
   float* dain = pre ? D1 : G;  // pre: G holds dres1 (residual); post: D1 holds dres1
-  LinearBackward(dq, ain, P(w.q_w), dain, Gr(w.q_w), Gr(w.q_b), BL, H, hl);
-  LinearBackward(dk, ain, P(w.k_w), dain, Gr(w.k_w), Gr(w.k_b), BL, H, hl, true);
-  LinearBackward(dv, ain, P(w.v_w), dain, Gr(w.v_w), Gr(w.v_b), BL, H, hl, true);
-  tp.CopyToRegionBackward(Span(dain, BL * H));
+  LinearBackward(dq, ain, P(w.q_w), dain, nullptr, nullptr, BL, H, hl);
+  LinearBackward(dk, ain, P(w.k_w), dain, nullptr, nullptr, BL, H, hl, true);
+  LinearBackward(dv, ain, P(w.v_w), dain, nullptr, nullptr, BL, H, hl, true);
+  CommHandle qkv_reduce = tp.CopyToRegionBackwardAsync(Span(dain, BL * H));
+  LinearBackward(dq, ain, nullptr, nullptr, Gr(w.q_w), Gr(w.q_b), BL, H, hl);
+  LinearBackward(dk, ain, nullptr, nullptr, Gr(w.k_w), Gr(w.k_b), BL, H, hl);
+  LinearBackward(dv, ain, nullptr, nullptr, Gr(w.v_w), Gr(w.v_b), BL, H, hl);
+  qkv_reduce.Wait();
   if (pre) {
     LayerNormBackward(D1, x, a.lna_mean, a.lna_rstd, P(w.lna_g), G, Gr(w.lna_g), Gr(w.lna_b), BL, H,
                       /*accumulate_dx=*/true);
@@ -592,15 +630,33 @@ CrossEntropyStats RoFormerModel::Impl::MlmHead(const int32_t* positions, const i
   tp.CopyToRegionForward(Span(h_t3, m * E));
   LinearForward(h_t3, P(word), P(dec_bias), h_logits, m, E, V);
   if (!labels) return {};
-  CHECK_EQ(d.tp, 1) << "vocab-parallel cross-entropy is not implemented yet";
   // Mean over rows (labels are validated, so every row counts), times the caller's scale: every
   // downstream gradient inherits it. The fused backward overwrites the logits with dlogits.
   const float row_scale = grad_scale / static_cast<float>(m);
-  CrossEntropyStats st = SoftmaxCrossEntropy(h_logits, labels, m, V, valid_local_vocab(),
-                                             backward ? h_logits : nullptr, row_scale);
+  CrossEntropyStats st;
+  if (!tp.active()) {
+    st = SoftmaxCrossEntropy(h_logits, labels, m, V, valid_local_vocab(),
+                             backward ? h_logits : nullptr, row_scale);
+  } else {
+    // Vocab-parallel: the [m, V/tp] logits stay local; one all-gather of 4 doubles per row and
+    // shard replaces the gather of the logits (padded columns are masked inside the kernel; a
+    // shard of padding only still joins the collective).
+    const size_t n = static_cast<size_t>(m) * kVocabShardStatsWidth;
+    VocabShardStats(h_logits, labels, m, V, valid_local_vocab(), vocab_start(), ce_local.data());
+    tp.AllGather(std::span<const double>(ce_local.data(), n),
+                 std::span<double>(ce_all.data(), n * d.tp));
+    st = VocabParallelCrossEntropy(h_logits, labels, m, V, valid_local_vocab(), vocab_start(),
+                                   d.vocab, ce_all.data(), d.tp, backward ? h_logits : nullptr,
+                                   row_scale);
+  }
   if (!backward) return st;
-  LinearBackward(h_logits, h_t3, P(word), h_dt3, Gr(word), Gr(dec_bias), m, E, V);
-  tp.CopyToRegionBackward(Span(h_dt3, m * E));
+  // Tied decoder: its weight IS the local word-embedding shard, so the decoder's wgrad lands in
+  // the same gradient rows as the lookup's (no extra collective; anchors §10.11). The input grad
+  // is partial over vocab shards (f backward); its all-reduce overlaps the wgrad GEMM.
+  LinearBackward(h_logits, h_t3, P(word), h_dt3, nullptr, nullptr, m, E, V);
+  CommHandle dec_reduce = tp.CopyToRegionBackwardAsync(Span(h_dt3, m * E));
+  LinearBackward(h_logits, h_t3, nullptr, nullptr, Gr(word), Gr(dec_bias), m, E, V);
+  dec_reduce.Wait();
   LayerNormBackward(h_dt3, h_t2, h_mean, h_rstd, P(head_ln_g), h_dt2, Gr(head_ln_g), Gr(head_ln_b),
                     m, E);
   GeluBackward(h_dt2, h_t1, h_dt2, m * E);
@@ -640,13 +696,7 @@ RoFormerModel::RoFormerModel(const config::ModelConfig& cfg, TpRegion tp, bool w
   if (cfg.vocab_size() <= 0)
     Fail("model.vocab_size must be resolved (> 0) before building the model");
   m.d = MakeModelDims(cfg, tp.size(), tp.rank());
-  if (m.d.heads % m.d.tp != 0) {
-    Fail("model.num_attention_heads = ", m.d.heads, " is not divisible by parallel.tp = ", m.d.tp);
-  }
-  if (m.d.intermediate % m.d.tp != 0) {
-    Fail("model.intermediate_size = ", m.d.intermediate,
-         " is not divisible by parallel.tp = ", m.d.tp);
-  }
+  ValidateTpLayout(m.d);
   if (cfg.attention_scale() != "sqrt_d" && cfg.attention_scale() != "log_n") {
     Fail("model.attention_scale must be \"sqrt_d\" or \"log_n\" (got \"", cfg.attention_scale(),
          "\")");
@@ -658,7 +708,77 @@ RoFormerModel::RoFormerModel(const config::ModelConfig& cfg, TpRegion tp, bool w
 
 RoFormerModel::~RoFormerModel() = default;
 
+TpGradState TpGradStateOf(const ParamInfo& info) {
+  switch (info.placement) {
+    case Placement::kShardDim0:
+    case Placement::kShardDim1:
+      return TpGradState::kShardComplete;
+    case Placement::kReplicated:
+      // Every replicated tensor (LNs, token-type table, row-parallel biases added after g, the MLM
+      // transform, SOP head, embeddings_project) is used between a g (all-reduce) and the next f,
+      // on activations that are bit-identical across TP ranks, and its output gradient there is
+      // also TP-invariant (f's backward all-reduces before it reaches them). Sequence
+      // parallelism would change this rule to kPartial.
+      return TpGradState::kReplicaComplete;
+  }
+  return TpGradState::kPartial;
+}
+
 const ModelDims& RoFormerModel::dims() const { return impl_->d; }
+TpRegion& RoFormerModel::tp() { return impl_->tp; }
+
+void RoFormerModel::FinishGradientsTp() {
+  Impl& m = *impl_;
+  if (!m.tp.active()) return;
+  // Pack the partial gradients into one buffer, one all-reduce, unpack. Same order on every rank
+  // (the store's declaration order), so the collective schedule matches by construction.
+  int64_t n = 0;
+  for (const ParamInfo& info : m.store.infos()) {
+    if (TpGradStateOf(info) == TpGradState::kPartial) n += info.numel;
+  }
+  if (n == 0) return;
+  m.tp_partial.resize(static_cast<size_t>(n));
+  float* grads = m.store.grads().data();
+  int64_t at = 0;
+  for (const ParamInfo& info : m.store.infos()) {
+    if (TpGradStateOf(info) != TpGradState::kPartial) continue;
+    std::memcpy(m.tp_partial.data() + at, grads + info.offset, sizeof(float) * info.numel);
+    at += info.numel;
+  }
+  m.tp.AllReduceSum(std::span<float>(m.tp_partial));
+  at = 0;
+  for (const ParamInfo& info : m.store.infos()) {
+    if (TpGradStateOf(info) != TpGradState::kPartial) continue;
+    std::memcpy(grads + info.offset, m.tp_partial.data() + at, sizeof(float) * info.numel);
+    at += info.numel;
+  }
+}
+
+std::string RoFormerModel::CheckReplicatedAcrossTp(bool grads) {
+  Impl& m = *impl_;
+  const float* base = grads ? m.store.grads().data() : m.store.params().data();
+  std::vector<uint64_t> mine;
+  std::vector<const ParamInfo*> which;
+  for (const ParamInfo& info : m.store.infos()) {
+    if (info.placement != Placement::kReplicated) continue;
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the raw bytes
+    const auto* bytes = reinterpret_cast<const unsigned char*>(base + info.offset);
+    for (int64_t i = 0; i < info.numel * static_cast<int64_t>(sizeof(float)); ++i) {
+      h ^= bytes[i];
+      h *= 0x100000001b3ull;
+    }
+    mine.push_back(h);
+    which.push_back(&info);
+  }
+  std::vector<uint64_t> all(mine.size() * m.tp.size());
+  m.tp.AllGather(std::span<const uint64_t>(mine), std::span<uint64_t>(all));
+  for (size_t i = 0; i < mine.size(); ++i) {
+    for (int t = 0; t < m.tp.size(); ++t) {
+      if (all[t * mine.size() + i] != mine[i]) return which[i]->name;
+    }
+  }
+  return "";
+}
 const config::ModelConfig& RoFormerModel::config() const { return impl_->cfg; }
 ParamStore& RoFormerModel::store() { return impl_->store; }
 const ParamStore& RoFormerModel::store() const { return impl_->store; }

@@ -60,9 +60,28 @@ struct ModelDims {
 
 ModelDims MakeModelDims(const config::ModelConfig& cfg, int tp = 1, int tp_rank = 0);
 
+// Throws roformer::Error unless the model splits evenly over d.tp ranks: heads % tp,
+// intermediate % tp, padded vocab % tp (and hidden % heads). The constructor calls it; launchers
+// may call it early to fail before building anything.
+void ValidateTpLayout(const ModelDims& d);
+
+// What a parameter's accumulated gradient is on one TP rank after backward, derived from its
+// placement (anchors §10.1: the TP fix-up is derived from declarations, never hand-listed).
+enum class TpGradState {
+  kShardComplete,    // sharded: this rank owns its shard's full gradient (no collective)
+  kReplicaComplete,  // replicated and consumed only on TP-invariant activations: full and
+                     // identical on every TP rank (no collective)
+  kPartial,          // replicated but fed by rank-local data (e.g. sequence-parallel LN):
+                     // must be summed over TP
+};
+TpGradState TpGradStateOf(const ParamInfo& info);
+
 class RoFormerModel {
  public:
-  // cfg.vocab_size must be > 0 here (resolved from the vocab file by the caller).
+  // cfg.vocab_size must be > 0 here (resolved from the vocab file by the caller). Tensor
+  // parallelism: pass TpRegion(&grid.tp()); this rank then holds only its shards (heads, FFN
+  // slice, vocab rows) and every TP rank must run the same calls in the same order. Throws
+  // roformer::Error when the layout does not divide (ValidateTpLayout).
   explicit RoFormerModel(const config::ModelConfig& cfg, TpRegion tp = TpRegion(),
                          bool with_optimizer_state = true);
   ~RoFormerModel();
@@ -96,6 +115,19 @@ class RoFormerModel {
   // Backpropagates d(sequence_output) [B*L, H] through the encoder of the last EncoderForward,
   // accumulating parameter grads scaled by grad_scale.
   void EncoderBackward(const float* d_sequence_output, float grad_scale);
+
+  // Post-backward TP gradient fix-up, once per optimizer step (after the last micro-batch, before
+  // the DP reduction and the grad norm): sums over TP every gradient TpGradStateOf() reports
+  // partial, packed into one all-reduce. In this layout (no sequence parallelism) no parameter is
+  // partial, so it issues no collective; it is derived, so a new placement cannot be forgotten.
+  void FinishGradientsTp();
+
+  // Debug / tests: hashes every replicated tensor (parameters, or gradients when `grads`) and
+  // all-gathers the hashes over TP (one collective, every TP rank must call it). Returns the name
+  // of the first replicated tensor that differs on some TP rank, or "" when all are bit-identical.
+  std::string CheckReplicatedAcrossTp(bool grads);
+
+  TpRegion& tp();
 
   // MLM head logits [mlm rows, local padded vocab] of the last ForwardBackward run with
   // backward = false (a backward overwrites them with their gradient). Tests and diagnostics.

@@ -11,6 +11,7 @@
 #include "model/lr_schedule.h"
 #include "model/optimizer.h"
 #include "runtime/error.h"
+#include "runtime/tensorboard.h"
 
 namespace roformer {
 namespace {
@@ -33,7 +34,17 @@ std::string FormatDuration(double seconds) {
   return buf;
 }
 
+// JSON has no NaN/Inf: a diverged value is written as null.
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
 }  // namespace
+
+Trainer::~Trainer() = default;
 
 Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data,
                  TrainerOptions opt)
@@ -43,6 +54,9 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
   if (t.global_batch() % (t.micro_batch() * dp) != 0) {
     Fail("train.global_batch = ", t.global_batch(), " must be a multiple of train.micro_batch (",
          t.micro_batch(), ") x parallel.dp (", dp, ")");
+  }
+  if (!opt_.run_dir.empty() && opt_.tensorboard) {
+    tensorboard_ = std::make_unique<TensorBoardWriter>(opt_.run_dir + "/tensorboard");
   }
 }
 
@@ -145,15 +159,11 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
                   100 * mfu, FormatDuration(eta).c_str());
     LOG(INFO) << buf;
   }
-  char json[640];
-  std::snprintf(json, sizeof(json),
-                "{\"step\":%lld,\"loss\":%.9g,\"mlm_loss\":%.9g,\"mlm_acc\":%.6g,\"sop_loss\":%.9g,"
-                "\"sop_acc\":%.6g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,"
-                "\"gflops\":%.6g,\"mfu\":%.6g,\"skipped_steps\":%lld,\"consumed_samples\":%lld}",
-                static_cast<long long>(step_), r.loss, r.mlm_loss, r.mlm_acc, r.sop_loss, r.sop_acc,
-                r.lr, r.grad_norm, tok_s, gflops, mfu, static_cast<long long>(skipped_steps_),
-                static_cast<long long>(consumed_samples_));
-  AppendMetrics(json);
+  Record({{"step", static_cast<double>(step_)}, {"loss", r.loss}, {"mlm_loss", r.mlm_loss},
+          {"mlm_acc", r.mlm_acc}, {"sop_loss", r.sop_loss}, {"sop_acc", r.sop_acc}, {"lr", r.lr},
+          {"grad_norm", r.grad_norm}, {"tokens_per_s", tok_s}, {"gflops", gflops}, {"mfu", mfu},
+          {"skipped_steps", static_cast<double>(skipped_steps_)},
+          {"consumed_samples", static_cast<double>(consumed_samples_)}});
   window_seconds_ = 0;
   window_tokens_ = 0;
   window_flops_ = 0;
@@ -190,13 +200,9 @@ EvalResult Trainer::Evaluate() {
                   static_cast<long long>(e.sequences));
     LOG(INFO) << buf;
   }
-  char json[320];
-  std::snprintf(json, sizeof(json),
-                "{\"step\":%lld,\"eval_mlm_loss\":%.9g,\"eval_mlm_acc\":%.6g,\"eval_sop_loss\":%.9g,"
-                "\"eval_sop_acc\":%.6g,\"eval_sequences\":%lld}",
-                static_cast<long long>(step_), e.mlm_loss, e.mlm_acc, e.sop_loss, e.sop_acc,
-                static_cast<long long>(e.sequences));
-  AppendMetrics(json);
+  Record({{"step", static_cast<double>(step_)}, {"eval_mlm_loss", e.mlm_loss},
+          {"eval_mlm_acc", e.mlm_acc}, {"eval_sop_loss", e.sop_loss}, {"eval_sop_acc", e.sop_acc},
+          {"eval_sequences", static_cast<double>(e.sequences)}});
   return e;
 }
 
@@ -258,11 +264,26 @@ bool Trainer::ResumeFromLatest() {
   return true;
 }
 
-void Trainer::AppendMetrics(const std::string& json_line) {
+void Trainer::Record(const std::vector<std::pair<std::string, double>>& fields) {
   if (opt_.run_dir.empty()) return;
+  std::string line = "{";
+  for (size_t i = 0; i < fields.size(); ++i) {
+    line += (i ? ",\"" : "\"") + fields[i].first + "\":" + JsonNumber(fields[i].second);
+  }
+  line += "}\n";
   std::ofstream out(opt_.run_dir + "/metrics.jsonl", std::ios::app);
   if (!out) Fail(opt_.run_dir, "/metrics.jsonl: cannot open for writing");
-  out << json_line << "\n";
+  out << line;
+  if (tensorboard_) {
+    for (size_t i = 1; i < fields.size(); ++i) {
+      const std::string& k = fields[i].first;
+      std::string tag = k.rfind("eval_", 0) == 0 ? "eval/" + k.substr(5) : "train/" + k;
+      if (std::isfinite(fields[i].second)) {
+        tensorboard_->AddScalar(tag, step_, static_cast<float>(fields[i].second));
+      }
+    }
+    tensorboard_->Flush();
+  }
 }
 
 }  // namespace roformer

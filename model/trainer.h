@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct TrainerOptions {
   double gemm_peak_gflops = 0;  // for MFU; 0 = not reported
   bool quiet = false;          // no INFO progress lines (tests)
   VocabIdentity vocab;         // recorded in checkpoints
+  bool tensorboard = true;     // also write <run_dir>/tensorboard/events.out.tfevents.*
 };
 
 struct EvalResult {
@@ -49,9 +51,12 @@ struct StepResult {
   bool skipped = false;
 };
 
+class TensorBoardWriter;
+
 class Trainer {
  public:
   Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data, TrainerOptions opt);
+  ~Trainer();
 
   // Restores model, optimizer state and counters from the newest complete checkpoint under
   // checkpoint_dir. Returns false when there is none.
@@ -73,7 +78,8 @@ class Trainer {
   const std::vector<StepResult>& history() const { return history_; }
 
  private:
-  void AppendMetrics(const std::string& json_line);
+  // One metrics record: a JSON line in metrics.jsonl and the same scalars in TensorBoard.
+  void Record(const std::vector<std::pair<std::string, double>>& fields);
   void LogStep(const StepResult& r, double step_seconds, int64_t tokens);
 
   config::Config cfg_;
@@ -85,6 +91,7 @@ class Trainer {
   int64_t skipped_steps_ = 0;
   int consecutive_skips_ = 0;
   std::vector<StepResult> history_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   Batch batch_;
   // Progress accounting between log lines.
   double window_seconds_ = 0;

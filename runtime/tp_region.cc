@@ -3,36 +3,119 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <cstring>
+
+#include "runtime/param_store.h"
 
 namespace roformer {
 
-// Communicator arrives with the distributed-training work; until then only tp = 1 exists.
 TpRegion::TpRegion(Communicator* tp_comm) : comm_(tp_comm) {
-  CHECK(tp_comm == nullptr) << "tensor parallelism needs runtime/comm.h (not built yet)";
+  if (comm_) {
+    rank_ = comm_->rank();
+    size_ = comm_->size();
+  }
+  CHECK_GE(size_, 1);
+  CHECK(rank_ >= 0 && rank_ < size_) << "TP rank " << rank_ << " of " << size_;
 }
 
-void TpRegion::AllReduceSum(std::span<float>) { CHECK_EQ(size_, 1); }
-void TpRegion::AllReduceMax(std::span<float>) { CHECK_EQ(size_, 1); }
+CommHandle TpRegion::CopyToRegionBackwardAsync(std::span<float> grad) {
+  if (!active()) return CommHandle();
+  return comm_->AllReduceAsync(grad, ReduceOp::kSum);
+}
+
+void TpRegion::AllReduceSum(std::span<float> x) {
+  if (active()) comm_->AllReduce(x, ReduceOp::kSum);
+}
+void TpRegion::AllReduceSum(std::span<double> x) {
+  if (active()) comm_->AllReduce(x, ReduceOp::kSum);
+}
+void TpRegion::AllReduceMax(std::span<float> x) {
+  if (active()) comm_->AllReduce(x, ReduceOp::kMax);
+}
+
+void TpRegion::AllGather(std::span<const float> in, std::span<float> out) {
+  CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
+  if (active()) {
+    comm_->AllGather(in, out);
+  } else {
+    std::copy(in.begin(), in.end(), out.begin());
+  }
+}
+void TpRegion::AllGather(std::span<const double> in, std::span<double> out) {
+  CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
+  if (active()) {
+    comm_->AllGather(in, out);
+  } else {
+    std::copy(in.begin(), in.end(), out.begin());
+  }
+}
+void TpRegion::AllGather(std::span<const uint64_t> in, std::span<uint64_t> out) {
+  CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
+  if (active()) {
+    comm_->AllGather(in, out);
+  } else {
+    std::copy(in.begin(), in.end(), out.begin());
+  }
+}
 
 void TpRegion::ScatterToRegionForward(std::span<const float> full, std::span<float> local,
-                                      int64_t) {
-  CHECK_EQ(size_, 1);
-  std::copy(full.begin(), full.end(), local.begin());
+                                      int64_t rows) {
+  CHECK_EQ(full.size(), local.size() * static_cast<size_t>(size_));
+  if (rows == 0) return;
+  CHECK_EQ(local.size() % static_cast<size_t>(rows), 0u);
+  const int64_t cols = static_cast<int64_t>(local.size()) / rows;
+  // Pure local slicing: the full tensor is replicated, so no communication.
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(local.data() + r * cols, full.data() + (r * size_ + rank_) * cols,
+                sizeof(float) * cols);
+  }
 }
+
 void TpRegion::ScatterToRegionBackward(std::span<const float> local_grad,
-                                       std::span<float> full_grad, int64_t) {
-  CHECK_EQ(size_, 1);
-  std::copy(local_grad.begin(), local_grad.end(), full_grad.begin());
+                                       std::span<float> full_grad, int64_t rows) {
+  GatherFromRegionForward(local_grad, full_grad, rows);
 }
+
 void TpRegion::GatherFromRegionForward(std::span<const float> local, std::span<float> full,
-                                       int64_t) {
-  CHECK_EQ(size_, 1);
-  std::copy(local.begin(), local.end(), full.begin());
+                                       int64_t rows) {
+  CHECK_EQ(full.size(), local.size() * static_cast<size_t>(size_));
+  if (!active()) {
+    std::copy(local.begin(), local.end(), full.begin());
+    return;
+  }
+  if (rows == 0) return;
+  CHECK_EQ(local.size() % static_cast<size_t>(rows), 0u);
+  const int64_t cols = static_cast<int64_t>(local.size()) / rows;
+  // The all-gather stacks whole rank blocks [size][rows][cols]; the last-dim layout needs
+  // [rows][size][cols], so stage and transpose.
+  scratch_.resize(full.size());
+  comm_->AllGather(local, std::span<float>(scratch_));
+  for (int t = 0; t < size_; ++t) {
+    const float* src = scratch_.data() + static_cast<int64_t>(t) * rows * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(full.data() + (r * size_ + t) * cols, src + r * cols, sizeof(float) * cols);
+    }
+  }
 }
+
 void TpRegion::GatherFromRegionBackward(std::span<const float> full_grad,
-                                        std::span<float> local_grad, int64_t) {
-  CHECK_EQ(size_, 1);
-  std::copy(full_grad.begin(), full_grad.end(), local_grad.begin());
+                                        std::span<float> local_grad, int64_t rows) {
+  ScatterToRegionForward(full_grad, local_grad, rows);
+}
+
+double TpGlobalSumSquares(const ParamStore& store, std::span<const float> values, TpRegion& tp) {
+  CHECK_EQ(values.size(), static_cast<size_t>(store.size()));
+  // [0]: sharded tensors (this rank's shard; summed over TP), [1]: replicated tensors (counted
+  // once: identical on every TP rank, so the local value already is the global one).
+  double acc[2] = {0, 0};
+  for (const ParamInfo& info : store.infos()) {
+    double s = 0;
+    const float* p = values.data() + info.offset;
+    for (int64_t i = 0; i < info.numel; ++i) s += static_cast<double>(p[i]) * p[i];
+    acc[info.placement == Placement::kReplicated ? 1 : 0] += s;
+  }
+  tp.AllReduceSum(std::span<double>(acc, 1));
+  return acc[0] + acc[1];
 }
 
 }  // namespace roformer
