@@ -2,6 +2,7 @@
 #include <glog/logging.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "data/pretrain_batch_source.h"
@@ -32,11 +33,24 @@ int RunPretrain(int argc, char** argv) {
   go.watchdog_timeout_s = cfg.parallel().watchdog_timeout_s();
   go.debug_collectives = cfg.parallel().debug_collectives();
   auto grid = Grid::Create(go);
-  if (grid->world_size() > 1) {
-    Fail("parallel.tp x parallel.dp = ", grid->world_size(),
-         ": multi-process training is not available in this build yet (the grid and collectives "
-         "are; tensor/data-parallel training lands with the distributed-training work)");
-  }
+  if (grid->distributed()) LOG(INFO) << "grid: " << grid->Describe();
+  const bool rank0 = grid->world_rank() == 0;
+  // Runs `fn` on world rank 0 only; an Error there becomes an Error on every rank (instead of the
+  // others waiting forever at the next collective).
+  auto on_rank0 = [&](const std::function<void()>& fn) {
+    std::string err;
+    if (rank0) {
+      try {
+        fn();
+      } catch (const Error& e) {
+        err = e.what();
+      }
+    }
+    int32_t failed = err.empty() ? 0 : 1;
+    grid->world().AllReduce(std::span<int32_t>(&failed, 1), ReduceOp::kMax);
+    if (!err.empty()) throw Error(err);
+    if (failed) Fail("rank 0 failed (see its error)");
+  };
 
   if (cfg.data().vocab().empty()) {
     Fail("data.vocab is empty: set it to a WordPiece vocab.txt (e.g. the Chinese BERT vocab) or "
@@ -61,11 +75,18 @@ int RunPretrain(int argc, char** argv) {
            " already holds a run (metrics.jsonl / checkpoints); add --force to delete them and "
            "start over, or choose another --run-dir");
     }
-    fs::remove(run_dir + "/metrics.jsonl");
-    fs::remove_all(ckpt_dir);
   }
-  fs::create_directories(run_dir);
-
+  on_rank0([&] {
+    if (flags.GetBool("no-resume") && has_state) {
+      fs::remove(run_dir + "/metrics.jsonl");
+      fs::remove_all(run_dir + "/tensorboard");
+      fs::remove_all(ckpt_dir);
+    }
+    fs::create_directories(run_dir);
+    // Text corpora are prepared once, by rank 0; the others open the result.
+    OpenOrPrepareCorpus(cfg.data().corpus(), tokenizer, run_dir + "/data",
+                        cfg.data().eval_fraction());
+  });
   auto corpus = OpenOrPrepareCorpus(cfg.data().corpus(), tokenizer, run_dir + "/data",
                                     cfg.data().eval_fraction());
   PretrainOptions po;
@@ -76,14 +97,17 @@ int RunPretrain(int argc, char** argv) {
   po.pack_following_documents = cfg.data().pack_documents();
   PretrainBatchSource data(corpus, tokenizer.vocab(), po);
 
-  RoFormerModel model(cfg.model());
+  RoFormerModel model(cfg.model(), TpRegion(&grid->tp()));
   model.InitWeights(cfg.train().seed());
-  {
+  if (rank0) {
     std::ofstream out(run_dir + "/config.textproto");
     out << ConfigToText(cfg);
   }
   TrainerOptions to;
-  to.run_dir = run_dir;
+  to.run_dir = rank0 ? run_dir : "";
+  to.world = &grid->world();
+  to.tp = &grid->tp();
+  to.dp = &grid->dp();
   to.checkpoint_dir = ckpt_dir;
   to.gemm_peak_gflops = MeasureSgemmPeakGflops();
   to.vocab.path = cfg.data().vocab();

@@ -121,6 +121,13 @@ struct RoFormerModel::Impl {
   // parameter offsets
   int64_t word = 0, type = 0, emb_ln_g = 0, emb_ln_b = 0, proj_w = -1, proj_b = -1;
   std::vector<LayerRefs> layer;
+  // Gradient-ready groups (ParamStore indices) in backward order, for SetGradReadyHook.
+  std::function<void(const std::vector<size_t>&)> grad_ready;
+  std::vector<size_t> ready_heads, ready_final_ln, ready_embeddings;
+  std::vector<std::vector<size_t>> ready_layer;
+  void GradReady(const std::vector<size_t>& group) {
+    if (grad_ready && !group.empty()) grad_ready(group);
+  }
   int64_t final_g = -1, final_b = -1;
   int64_t head_w = 0, head_b = 0, head_ln_g = 0, head_ln_b = 0, dec_bias = 0;
   int64_t sop_w = 0, sop_b = 0, cls_w = 0, cls_b = 0;
@@ -230,6 +237,23 @@ void RoFormerModel::Impl::Declare() {
   decl("sop.pooler.dense.bias", {H}, R, false);
   decl("sop.classifier.weight", {2, H}, R, true);
   decl("sop.classifier.bias", {2}, R, false);
+
+  // Group tensors by when backward finishes their gradients. The word embedding is tied to the
+  // decoder, so it is final only after the embedding backward.
+  ready_layer.assign(d.layers, {});
+  for (size_t i = 0; i < store.infos().size(); ++i) {
+    const std::string& n = store.infos()[i].name;
+    const std::string lp = "roformer.encoder.layer.";
+    if (n.rfind(lp, 0) == 0) {
+      ready_layer[std::stoi(n.substr(lp.size()))].push_back(i);
+    } else if (n.rfind("cls.", 0) == 0 || n.rfind("sop.", 0) == 0) {
+      ready_heads.push_back(i);
+    } else if (n.rfind("roformer.encoder.final_layer_norm.", 0) == 0) {
+      ready_final_ln.push_back(i);
+    } else {
+      ready_embeddings.push_back(i);
+    }
+  }
 
   auto off = [&](const std::string& name) { return store.info(name).offset; };
   word = off("roformer.embeddings.word_embeddings.weight");
@@ -598,7 +622,11 @@ void RoFormerModel::Impl::EncoderBackward() {
   } else {
     std::memcpy(G, d_seq, sizeof(float) * BL * H);
   }
-  for (int l = d.layers - 1; l >= 0; --l) LayerBackward(l);
+  GradReady(ready_final_ln);
+  for (int l = d.layers - 1; l >= 0; --l) {
+    LayerBackward(l);
+    GradReady(ready_layer[l]);
+  }
   float* demb = G;
   if (E != H) {
     LinearBackward(G, emb_out, P(proj_w), dE, Gr(proj_w), Gr(proj_b), BL, E, H);
@@ -611,6 +639,7 @@ void RoFormerModel::Impl::EncoderBackward() {
   // HF padding_idx: the [PAD] row (id 0) never receives an embedding gradient.
   EmbeddingBackward(ids.data(), dE2, Gr(word), BL, E, vocab_start(), Vl(), /*skip_id=*/0);
   EmbeddingBackward(types.data(), dE2, Gr(type), BL, E, 0, d.type_vocab, /*skip_id=*/-1);
+  GradReady(ready_embeddings);
 }
 
 CrossEntropyStats RoFormerModel::Impl::MlmHead(const int32_t* positions, const int32_t* labels,
@@ -726,6 +755,10 @@ TpGradState TpGradStateOf(const ParamInfo& info) {
 
 const ModelDims& RoFormerModel::dims() const { return impl_->d; }
 TpRegion& RoFormerModel::tp() { return impl_->tp; }
+
+void RoFormerModel::SetGradReadyHook(std::function<void(const std::vector<size_t>&)> hook) {
+  impl_->grad_ready = std::move(hook);
+}
 
 void RoFormerModel::FinishGradientsTp() {
   Impl& m = *impl_;
@@ -845,7 +878,10 @@ LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContex
     ls.sop_loss = sop.count > 0 ? sop.loss_sum / sop.count : 0.0;
   }
   ls.loss = ls.mlm_loss + ls.sop_loss;
-  if (backward) m.EncoderBackward();
+  if (backward) {
+    m.GradReady(m.ready_heads);
+    m.EncoderBackward();
+  }
   return ls;
 }
 

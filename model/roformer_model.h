@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -128,6 +129,13 @@ class RoFormerModel {
   std::string CheckReplicatedAcrossTp(bool grads);
 
   TpRegion& tp();
+
+  // Called during backward with the ParamStore indices (store().infos()) of tensors whose
+  // gradients just became final for this micro-batch: the heads, then each layer from the top,
+  // then the embeddings. The data-parallel reducer uses it to start bucket all-reduces while
+  // earlier layers are still in backward. Set it for the last micro-batch of a step only; an
+  // empty function disables it.
+  void SetGradReadyHook(std::function<void(const std::vector<size_t>& tensors)> hook);
 
   // MLM head logits [mlm rows, local padded vocab] of the last ForwardBackward run with
   // backward = false (a backward overwrites them with their gradient). Tests and diagnostics.

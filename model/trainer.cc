@@ -10,7 +10,9 @@
 #include "model/flops.h"
 #include "model/lr_schedule.h"
 #include "model/optimizer.h"
+#include "runtime/comm_task.h"
 #include "runtime/error.h"
+#include "runtime/grad_reducer.h"
 #include "runtime/tensorboard.h"
 
 namespace roformer {
@@ -55,68 +57,108 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
     Fail("train.global_batch = ", t.global_batch(), " must be a multiple of train.micro_batch (",
          t.micro_batch(), ") x parallel.dp (", dp, ")");
   }
+  world_ = opt_.world;
+  tp_ = opt_.tp;
+  dp_ = opt_.dp;
+  if (!world_) world_ = (local_world_ = MakeLocalCommunicator("world", 0)).get();
+  if (!tp_) tp_ = (local_tp_ = MakeLocalCommunicator("tp", 0)).get();
+  if (!dp_) dp_ = (local_dp_ = MakeLocalCommunicator("dp", 0)).get();
+  if (dp_->size() != dp) {
+    Fail("parallel.dp = ", dp, " but the data-parallel communicator has ", dp_->size(), " ranks");
+  }
+  GradReducerOptions ro;
+  ro.bucket_bytes = static_cast<int64_t>(cfg_.parallel().dp_bucket_mb()) << 20;
+  ro.zero_stage = cfg_.optimizer().zero_stage();
+  reducer_ = std::make_unique<GradReducer>(&model_->store(), dp_, ro);
   if (!opt_.run_dir.empty() && opt_.tensorboard) {
     tensorboard_ = std::make_unique<TensorBoardWriter>(opt_.run_dir + "/tensorboard");
   }
 }
 
 StepResult Trainer::Step() {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   const auto& t = cfg_.train();
-  const int dp = cfg_.parallel().dp();
+  const int R = dp_->size(), rank = dp_->rank();
   const int micro = t.micro_batch();
-  const int num_micro = t.global_batch() / (micro * dp);
+  const int num_local = t.global_batch() / (micro * R);
   ParamStore& store = model_->store();
   store.ZeroGrads();
 
   StepResult r;
   r.step = step_;
-  double loss = 0, mlm_loss = 0, sop_loss = 0;
-  int64_t mlm_n = 0, mlm_ok = 0, sop_n = 0, sop_ok = 0;
+  // Per-rank sums, all-reduced over DP below: loss, mlm_loss, sop_loss (each the mean over this
+  // rank's micro-batches), counts.
+  double sums[7] = {0, 0, 0, 0, 0, 0, 0};
   int64_t tokens = 0;
   double flops = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  for (int m = 0; m < num_micro; ++m) {
-    data_->Fill(consumed_samples_ + static_cast<int64_t>(m) * micro, micro, false, &batch_);
+  auto t0 = Clock::now();
+  for (int k = 0; k < num_local; ++k) {
+    // DP rank r owns rows [r*G/R, (r+1)*G/R) of the global batch; its k-th micro-batch is the
+    // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
+    const int global_micro = rank * num_local + k;
+    auto td = Clock::now();
+    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false, &batch_);
+    timer_data_ += since(td);
     DropoutContext drop;
     drop.enabled = true;
     drop.seed = t.seed();
     drop.step = static_cast<uint64_t>(step_);
-    drop.micro = static_cast<uint32_t>(m);
-    LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_micro);
-    loss += s.loss / num_micro;
-    mlm_loss += s.mlm_loss / num_micro;
-    sop_loss += s.sop_loss / num_micro;
-    mlm_n += s.mlm_count;
-    mlm_ok += s.mlm_correct;
-    sop_n += s.sop_count;
-    sop_ok += s.sop_correct;
+    drop.micro = static_cast<uint32_t>(global_micro);
+    if (k == num_local - 1) {
+      // Last micro-batch: gradients become final layer by layer, so DP buckets can start early.
+      model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
+        for (size_t i : ix) reducer_->MarkReady(i);
+      });
+    }
+    auto tc = Clock::now();
+    LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local);
+    timer_compute_ += since(tc);
+    model_->SetGradReadyHook({});
+    sums[0] += s.loss / num_local;
+    sums[1] += s.mlm_loss / num_local;
+    sums[2] += s.sop_loss / num_local;
+    sums[3] += s.mlm_count;
+    sums[4] += s.mlm_correct;
+    sums[5] += s.sop_count;
+    sums[6] += s.sop_correct;
     tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
     flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
                                                   static_cast<double>(s.mlm_count) / batch_.batch,
                                                   !batch_.sop_labels.empty());
   }
-  r.loss = loss;
-  r.mlm_loss = mlm_loss;
-  r.sop_loss = sop_loss;
-  r.mlm_acc = mlm_n ? static_cast<double>(mlm_ok) / mlm_n : 0;
-  r.sop_acc = sop_n ? static_cast<double>(sop_ok) / sop_n : 0;
+  model_->FinishGradientsTp();
+  auto tr = Clock::now();
+  reducer_->FinishBackward();
+  timer_dp_ += since(tr);
+  const double norm = reducer_->GlobalGradNorm(tp_->size() > 1 ? tp_ : nullptr);
+  dp_->AllReduce(std::span<double>(sums, 7));
+  r.loss = sums[0] / R;
+  r.mlm_loss = sums[1] / R;
+  r.sop_loss = sums[2] / R;
+  r.mlm_acc = sums[3] > 0 ? sums[4] / sums[3] : 0;
+  r.sop_acc = sums[5] > 0 ? sums[6] / sums[5] : 0;
   r.lr = MakeSchedule(t).At(step_);
+  r.grad_norm = norm;
+  tokens *= R;
+  flops *= R;
 
-  GradCheck gc = CheckGradients(store);
-  r.grad_norm = gc.norm;
-  if (!std::isfinite(loss) || !gc.finite) {
+  auto to = Clock::now();
+  if (!std::isfinite(r.loss) || !std::isfinite(norm)) {
     r.skipped = true;
     ++skipped_steps_;
     ++consecutive_skips_;
-    LOG(WARNING) << "step " << step_ << ": non-finite "
-                 << (!std::isfinite(loss) ? "loss (" + std::to_string(loss) + ")"
-                                          : "gradient in " + gc.first_bad)
-                 << "; update skipped (" << consecutive_skips_ << " in a row, "
-                 << skipped_steps_ << " total)";
+    std::string what = !std::isfinite(r.loss) ? "loss (" + std::to_string(r.loss) + ")"
+                       : reducer_->nonfinite_tensors().empty()
+                           ? std::string("gradient on another rank")
+                           : "gradient in " + reducer_->nonfinite_tensors().front();
+    LOG(WARNING) << "step " << step_ << ": non-finite " << what << "; update skipped ("
+                 << consecutive_skips_ << " in a row, " << skipped_steps_ << " total)";
     if (consecutive_skips_ >= t.max_consecutive_skips()) {
       Fail("training diverged: ", consecutive_skips_,
-           " consecutive steps with a non-finite loss or gradient (last: ",
-           gc.finite ? std::string("loss") : gc.first_bad,
+           " consecutive steps with a non-finite loss or gradient (last: ", what,
            "); lower train.lr or check the data (train.max_consecutive_skips = ",
            t.max_consecutive_skips(), ")");
     }
@@ -128,9 +170,15 @@ StepResult Trainer::Step() {
     o.eps = t.adam_eps();
     o.weight_decay = t.weight_decay();
     o.grad_clip = t.grad_clip();
-    AdamWStep(&store, o, r.lr, step_ - skipped_steps_ + 1, gc.norm);
+    const int64_t update = step_ - skipped_steps_ + 1;
+    if (cfg_.optimizer().zero_stage() == 1) {
+      reducer_->OptimizerStepZero1(o, r.lr, update, norm);
+    } else {
+      AdamWStep(&store, o, r.lr, update, norm);
+    }
   }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  timer_opt_ += since(to);
+  double seconds = since(t0);
   consumed_samples_ += t.global_batch();
   ++step_;
   history_.push_back(r);
@@ -159,11 +207,30 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
                   100 * mfu, FormatDuration(eta).c_str());
     LOG(INFO) << buf;
   }
+  // Per-rank phase timers since the last log line, min/max over all ranks (stragglers show as a
+  // wide range).
+  double tmax[4] = {timer_data_, timer_compute_, timer_dp_, timer_opt_};
+  double tmin[4] = {timer_data_, timer_compute_, timer_dp_, timer_opt_};
+  world_->AllReduce(std::span<double>(tmax, 4), ReduceOp::kMax);
+  world_->AllReduce(std::span<double>(tmin, 4), ReduceOp::kMin);
+  timer_data_ = timer_compute_ = timer_dp_ = timer_opt_ = 0;
+  if (!opt_.quiet && world_->size() > 1) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf),
+                  "  timers (s, min-max over %d ranks): data %.3f-%.3f fwd+bwd %.3f-%.3f "
+                  "dp-exposed %.3f-%.3f optimizer %.3f-%.3f",
+                  world_->size(), tmin[0], tmax[0], tmin[1], tmax[1], tmin[2], tmax[2], tmin[3],
+                  tmax[3]);
+    LOG(INFO) << buf;
+  }
   Record({{"step", static_cast<double>(step_)}, {"loss", r.loss}, {"mlm_loss", r.mlm_loss},
           {"mlm_acc", r.mlm_acc}, {"sop_loss", r.sop_loss}, {"sop_acc", r.sop_acc}, {"lr", r.lr},
           {"grad_norm", r.grad_norm}, {"tokens_per_s", tok_s}, {"gflops", gflops}, {"mfu", mfu},
           {"skipped_steps", static_cast<double>(skipped_steps_)},
-          {"consumed_samples", static_cast<double>(consumed_samples_)}});
+          {"consumed_samples", static_cast<double>(consumed_samples_)},
+          {"time_data_max", tmax[0]}, {"time_compute_max", tmax[1]},
+          {"time_dp_exposed_max", tmax[2]}, {"time_optimizer_max", tmax[3]},
+          {"time_compute_min", tmin[1]}});
   window_seconds_ = 0;
   window_tokens_ = 0;
   window_flops_ = 0;
@@ -174,25 +241,31 @@ EvalResult Trainer::Evaluate() {
   EvalResult e;
   int64_t n = std::min<int64_t>(t.eval_samples(), data_->eval_samples_available());
   if (n <= 0) return e;
-  double mlm_sum = 0, sop_sum = 0;
-  int64_t mlm_n = 0, mlm_ok = 0, sop_n = 0, sop_ok = 0;
+  // Micro-batches are dealt round-robin over DP ranks; sums are all-reduced (TP ranks of a group
+  // evaluate the same rows together).
+  double acc[6] = {0, 0, 0, 0, 0, 0};  // mlm loss sum, mlm n, mlm correct, sop loss sum, n, correct
   Batch b;
-  for (int64_t first = 0; first < n; first += t.micro_batch()) {
+  int64_t index = 0;
+  for (int64_t first = 0; first < n; first += t.micro_batch(), ++index) {
+    if (index % dp_->size() != dp_->rank()) continue;
     int count = static_cast<int>(std::min<int64_t>(t.micro_batch(), n - first));
     data_->Fill(first, count, /*eval=*/true, &b);
     LossStats s = model_->ForwardBackward(b, DropoutContext{}, /*backward=*/false);
-    mlm_sum += s.mlm_loss * s.mlm_count;
-    sop_sum += s.sop_loss * s.sop_count;
-    mlm_n += s.mlm_count;
-    mlm_ok += s.mlm_correct;
-    sop_n += s.sop_count;
-    sop_ok += s.sop_correct;
-    e.sequences += count;
+    acc[0] += s.mlm_loss * s.mlm_count;
+    acc[1] += s.mlm_count;
+    acc[2] += s.mlm_correct;
+    acc[3] += s.sop_loss * s.sop_count;
+    acc[4] += s.sop_count;
+    acc[5] += s.sop_correct;
   }
+  dp_->AllReduce(std::span<double>(acc, 6));
+  const double mlm_sum = acc[0], mlm_n = acc[1], mlm_ok = acc[2];
+  const double sop_sum = acc[3], sop_n = acc[4], sop_ok = acc[5];
+  e.sequences = n;
   e.mlm_loss = mlm_n ? mlm_sum / mlm_n : 0;
-  e.mlm_acc = mlm_n ? static_cast<double>(mlm_ok) / mlm_n : 0;
+  e.mlm_acc = mlm_n ? mlm_ok / mlm_n : 0;
   e.sop_loss = sop_n ? sop_sum / sop_n : 0;
-  e.sop_acc = sop_n ? static_cast<double>(sop_ok) / sop_n : 0;
+  e.sop_acc = sop_n ? sop_ok / sop_n : 0;
   if (!opt_.quiet) {
     char buf[256];
     std::snprintf(buf, sizeof(buf), "eval step %lld: mlm loss %.4f acc %.4f sop loss %.4f acc %.4f (%lld seqs)",
@@ -237,6 +310,19 @@ void Trainer::SaveCheckpointNow() {
   SaveOptions so;
   so.keep = cfg_.checkpoint().keep();
   so.vocab = opt_.vocab;
+  so.rank = world_->rank();
+  so.world = world_->size();
+  so.tp = tp_->size();
+  so.zero_stage = cfg_.optimizer().zero_stage();
+  if (so.world > 1) {
+    so.all_ok = [this](bool ok) {
+      int32_t flag = ok ? 1 : 0;
+      world_->AllReduce(std::span<int32_t>(&flag, 1), ReduceOp::kMin);
+      return flag != 0;
+    };
+  }
+  // ZeRO-1 keeps Adam state only on each rank's share; DP rank 0 writes it, so gather first.
+  reducer_->GatherOptimizerState();
   auto t0 = std::chrono::steady_clock::now();
   std::string dir = SaveCheckpoint(opt_.checkpoint_dir, model_->store(), cfg_, st, so);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -37,6 +37,12 @@ struct TrainerOptions {
   bool quiet = false;          // no INFO progress lines (tests)
   VocabIdentity vocab;         // recorded in checkpoints
   bool tensorboard = true;     // also write <run_dir>/tensorboard/events.out.tfevents.*
+  // Process grid (runtime/grid.h). Null = a single process. The model must have been built with
+  // TpRegion(tp). Every rank constructs a Trainer and calls the same methods in the same order;
+  // only the rank given a run_dir writes files.
+  Communicator* world = nullptr;
+  Communicator* tp = nullptr;
+  Communicator* dp = nullptr;
 };
 
 struct EvalResult {
@@ -52,6 +58,7 @@ struct StepResult {
 };
 
 class TensorBoardWriter;
+class GradReducer;
 
 class Trainer {
  public:
@@ -92,6 +99,14 @@ class Trainer {
   int consecutive_skips_ = 0;
   std::vector<StepResult> history_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
+  std::unique_ptr<Communicator> local_world_, local_tp_, local_dp_;  // when not distributed
+  Communicator* world_ = nullptr;
+  Communicator* tp_ = nullptr;
+  Communicator* dp_ = nullptr;
+  std::unique_ptr<GradReducer> reducer_;
+  // Per-rank seconds since the last log line: data, forward+backward, exposed DP communication,
+  // optimizer. Reported as min/max over ranks.
+  double timer_data_ = 0, timer_compute_ = 0, timer_dp_ = 0, timer_opt_ = 0;
   Batch batch_;
   // Progress accounting between log lines.
   double window_seconds_ = 0;

@@ -208,6 +208,13 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   const auto& p = cfg.parallel();
   if (p.tp() <= 0) bad("parallel.tp", p.tp(), "must be > 0");
   if (p.dp() <= 0) bad("parallel.dp", p.dp(), "must be > 0");
+  if (p.dp_bucket_mb() <= 0) bad("parallel.dp_bucket_mb", p.dp_bucket_mb(), "must be > 0");
+  if (!(p.watchdog_timeout_s() >= 0)) {
+    bad("parallel.watchdog_timeout_s", p.watchdog_timeout_s(), "must be >= 0");
+  }
+  if (cfg.optimizer().zero_stage() != 0 && cfg.optimizer().zero_stage() != 1) {
+    bad("optimizer.zero_stage", cfg.optimizer().zero_stage(), "must be 0 or 1");
+  }
   if (cfg.checkpoint().every() < 0) bad("checkpoint.every", cfg.checkpoint().every(), "must be >= 0");
   if (cfg.checkpoint().keep() <= 0) bad("checkpoint.keep", cfg.checkpoint().keep(), "must be > 0");
 }
