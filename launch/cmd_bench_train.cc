@@ -16,6 +16,7 @@
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "runtime/gemm_peak.h"
+#include "runtime/grid.h"
 
 namespace roformer {
 namespace {
@@ -44,14 +45,23 @@ int RunBenchTrain(int argc, char** argv) {
   cfg.mutable_train()->set_steps(steps + warmup);
   cfg.mutable_train()->set_log_every(1 << 30);
 
+  GridOptions go;
+  go.tp = cfg.parallel().tp();
+  go.dp = cfg.parallel().dp();
+  go.watchdog_timeout_s = cfg.parallel().watchdog_timeout_s();
+  auto grid = Grid::Create(go);
   const double peak = MeasureSgemmPeakGflops();
-  RoFormerModel model(cfg.model());
+  RoFormerModel model(cfg.model(), TpRegion(&grid->tp()));
   model.InitWeights(cfg.train().seed());
   SyntheticBatchSource data(cfg.model().vocab_size(), cfg.train().seq_len(), cfg.train().seed());
   TrainerOptions to;
   to.quiet = true;
+  to.world = &grid->world();
+  to.tp = &grid->tp();
+  to.dp = &grid->dp();
   Trainer trainer(cfg, &model, &data, to);
   for (int i = 0; i < warmup; ++i) trainer.Step();
+  const double exposed0 = trainer.dp_exposed_seconds(), comm0 = trainer.dp_comm_seconds();
 
   // FLOPs of the timed steps come from the actual masked counts of their batches.
   double flops = 0;
@@ -60,6 +70,7 @@ int RunBenchTrain(int argc, char** argv) {
   Batch b;
   for (int i = 0; i < steps; ++i) {
     const int64_t first = trainer.consumed_samples();
+    // FLOPs and tokens of the whole global batch (all DP ranks), counted on every rank.
     for (int m = 0; m < cfg.train().global_batch() / cfg.train().micro_batch(); ++m) {
       data.Fill(first + static_cast<int64_t>(m) * cfg.train().micro_batch(), cfg.train().micro_batch(), false, &b);
       flops += b.batch * TrainFlopsPerSequence(model.dims(), b.seq_len,
@@ -71,22 +82,37 @@ int RunBenchTrain(int argc, char** argv) {
     trainer.Step();
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  // The slowest rank sets the pace; every rank reports the same numbers.
+  grid->world().AllReduce(std::span<double>(times), ReduceOp::kMax);
+  double exposed = trainer.dp_exposed_seconds() - exposed0;
+  double comm = trainer.dp_comm_seconds() - comm0;
+  double ex[2] = {exposed, comm};
+  grid->world().AllReduce(std::span<double>(ex, 2), ReduceOp::kMax);
+  exposed = ex[0];
+  comm = ex[1];
   double total = 0;
   for (double t : times) total += t;
+  if (grid->world_rank() != 0) return 0;
   std::sort(times.begin(), times.end());
   const double tok_s = tokens / total;
   const double gflops = flops / total / 1e9;
   const ModelDims& d = model.dims();
-  std::printf("bench train: shape %s L=%d H=%d A=%d FFN=%d seq %d batch %d: %.3f s/step (median "
-              "%.3f), %.0f tokens/s, %.1f GFLOP/s, sgemm peak %.1f GFLOP/s, MFU %.1f%%\n",
+  const int world = grid->world_size();
+  std::printf("bench train: shape %s L=%d H=%d A=%d FFN=%d seq %d batch %d tp %d dp %d: %.3f "
+              "s/step (median %.3f), %.0f tokens/s, %.1f GFLOP/s, sgemm peak %.1f GFLOP/s per "
+              "rank, MFU %.1f%% (of %d x peak), exposed DP comm %.1f%% of step time\n",
               shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
-              cfg.train().global_batch(), total / steps, times[times.size() / 2], tok_s, gflops,
-              peak, 100 * gflops / peak);
+              cfg.train().global_batch(), grid->tp_size(), grid->dp_size(), total / steps,
+              times[times.size() / 2], tok_s, gflops, peak, 100 * gflops / (peak * world), world,
+              100 * exposed / total);
   std::printf("{\"shape\":\"%s\",\"layers\":%d,\"hidden\":%d,\"heads\":%d,\"intermediate\":%d,"
               "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"step_seconds\":%.6g,\"tokens_per_s\":%.6g,"
-              "\"gflops\":%.6g,\"gemm_peak_gflops\":%.6g,\"mfu\":%.6g}\n",
+              "\"gflops\":%.6g,\"gemm_peak_gflops\":%.6g,\"mfu\":%.6g,\"tp\":%d,\"dp\":%d,"
+              "\"dp_exposed_fraction\":%.6g,\"dp_comm_seconds_per_step\":%.6g}\n",
               shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
-              cfg.train().global_batch(), steps, total / steps, tok_s, gflops, peak, gflops / peak);
+              cfg.train().global_batch(), steps, total / steps, tok_s, gflops, peak,
+              gflops / (peak * world), grid->tp_size(), grid->dp_size(), exposed / total,
+              comm / steps);
   return 0;
 }
 

@@ -48,6 +48,9 @@ std::string JsonNumber(double v) {
 
 Trainer::~Trainer() = default;
 
+double Trainer::dp_exposed_seconds() const { return reducer_->total_exposed_comm_seconds(); }
+double Trainer::dp_comm_seconds() const { return reducer_->total_comm_seconds(); }
+
 Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data,
                  TrainerOptions opt)
     : cfg_(cfg), model_(model), data_(data), opt_(std::move(opt)) {

@@ -83,6 +83,10 @@ class Trainer {
   int64_t step() const { return step_; }
   int64_t consumed_samples() const { return consumed_samples_; }
   const std::vector<StepResult>& history() const { return history_; }
+  // Total seconds this rank waited for DP gradient collectives after backward (not hidden).
+  double dp_exposed_seconds() const;
+  // Total seconds the DP communicator spent on gradient collectives.
+  double dp_comm_seconds() const;
 
  private:
   // One metrics record: a JSON line in metrics.jsonl and the same scalars in TensorBoard.
