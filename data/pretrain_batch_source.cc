@@ -12,9 +12,11 @@ namespace roformer {
 PretrainBatchSource::PretrainBatchSource(std::shared_ptr<ShardedCorpus> corpus, const Vocab& vocab,
                                          const PretrainOptions& options)
     : corpus_(std::move(corpus)) {
-  train_ = std::make_unique<PretrainSampleBuilder>(corpus_.get(), vocab, options, SampleSplit::kTrain);
+  train_ =
+      std::make_unique<PretrainSampleBuilder>(corpus_.get(), vocab, options, SampleSplit::kTrain);
   if (!corpus_->eval_documents().empty()) {
-    eval_ = std::make_unique<PretrainSampleBuilder>(corpus_.get(), vocab, options, SampleSplit::kEval);
+    eval_ =
+        std::make_unique<PretrainSampleBuilder>(corpus_.get(), vocab, options, SampleSplit::kEval);
   }
 }
 
@@ -33,8 +35,9 @@ std::shared_ptr<ShardedCorpus> OpenOrPrepareCorpus(const std::string& corpus, co
                                                    double eval_fraction) {
   namespace fs = std::filesystem;
   if (corpus.empty()) {
-    Fail("data.corpus is empty: set it to a text file, a directory of .txt files, or a directory "
-         "written by `roformer data prepare` (README command 1 builds a default corpus)");
+    Fail(
+        "data.corpus is empty: set it to a text file, a directory of .txt files, or a directory "
+        "written by `roformer data prepare` (README command 1 builds a default corpus)");
   }
   if (!fs::exists(corpus)) Fail("data.corpus = ", corpus, ": no such file or directory");
   if (fs::is_directory(corpus) && fs::exists(fs::path(corpus) / "manifest.txt")) {

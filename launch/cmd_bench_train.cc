@@ -26,12 +26,17 @@ int RunBenchTrain(int argc, char** argv) {
   std::vector<std::string> sets;
   const std::string shape = flags.Get("shape", "small");
   if (shape == "base") {
-    sets = {"model.hidden_size=768", "model.num_hidden_layers=12", "model.num_attention_heads=12",
-            "model.intermediate_size=3072", "train.seq_len=128", "train.micro_batch=32",
+    sets = {"model.hidden_size=768",
+            "model.num_hidden_layers=12",
+            "model.num_attention_heads=12",
+            "model.intermediate_size=3072",
+            "train.seq_len=128",
+            "train.micro_batch=32",
             "train.global_batch=32"};
   } else if (shape == "small") {
-    sets = {"model.hidden_size=256", "model.num_hidden_layers=4", "model.num_attention_heads=4",
-            "model.intermediate_size=1024", "train.seq_len=128", "train.micro_batch=32",
+    sets = {"model.hidden_size=256",       "model.num_hidden_layers=4",
+            "model.num_attention_heads=4", "model.intermediate_size=1024",
+            "train.seq_len=128",           "train.micro_batch=32",
             "train.global_batch=32"};
   } else if (shape != "config") {
     Fail("--shape must be base, small or config (use --config/--set), got '", shape, "'");
@@ -72,10 +77,12 @@ int RunBenchTrain(int argc, char** argv) {
     const int64_t first = trainer.consumed_samples();
     // FLOPs and tokens of the whole global batch (all DP ranks), counted on every rank.
     for (int m = 0; m < cfg.train().global_batch() / cfg.train().micro_batch(); ++m) {
-      data.Fill(first + static_cast<int64_t>(m) * cfg.train().micro_batch(), cfg.train().micro_batch(), false, &b);
-      flops += b.batch * TrainFlopsPerSequence(model.dims(), b.seq_len,
-                                               static_cast<double>(b.mlm_positions.size()) / b.batch,
-                                               !b.sop_labels.empty());
+      data.Fill(first + static_cast<int64_t>(m) * cfg.train().micro_batch(),
+                cfg.train().micro_batch(), false, &b);
+      flops +=
+          b.batch * TrainFlopsPerSequence(model.dims(), b.seq_len,
+                                          static_cast<double>(b.mlm_positions.size()) / b.batch,
+                                          !b.sop_labels.empty());
       tokens += static_cast<int64_t>(b.batch) * b.seq_len;
     }
     auto t0 = std::chrono::steady_clock::now();
@@ -98,34 +105,35 @@ int RunBenchTrain(int argc, char** argv) {
   const double gflops = flops / total / 1e9;
   const ModelDims& d = model.dims();
   const int world = grid->world_size();
-  std::printf("bench train: shape %s L=%d H=%d A=%d FFN=%d seq %d batch %d tp %d dp %d: %.3f "
-              "s/step (median %.3f), %.0f tokens/s, %.1f GFLOP/s, sgemm peak %.1f GFLOP/s per "
-              "rank, MFU %.1f%% (of %d x peak), exposed DP comm %.1f%% of step time\n",
-              shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
-              cfg.train().global_batch(), grid->tp_size(), grid->dp_size(), total / steps,
-              times[times.size() / 2], tok_s, gflops, peak, 100 * gflops / (peak * world), world,
-              100 * exposed / total);
-  std::printf("{\"shape\":\"%s\",\"layers\":%d,\"hidden\":%d,\"heads\":%d,\"intermediate\":%d,"
-              "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"step_seconds\":%.6g,\"tokens_per_s\":%.6g,"
-              "\"gflops\":%.6g,\"gemm_peak_gflops\":%.6g,\"mfu\":%.6g,\"tp\":%d,\"dp\":%d,"
-              "\"dp_exposed_fraction\":%.6g,\"dp_comm_seconds_per_step\":%.6g}\n",
-              shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
-              cfg.train().global_batch(), steps, total / steps, tok_s, gflops, peak,
-              gflops / (peak * world), grid->tp_size(), grid->dp_size(), exposed / total,
-              comm / steps);
+  std::printf(
+      "bench train: shape %s L=%d H=%d A=%d FFN=%d seq %d batch %d tp %d dp %d: %.3f "
+      "s/step (median %.3f), %.0f tokens/s, %.1f GFLOP/s, sgemm peak %.1f GFLOP/s per "
+      "rank, MFU %.1f%% (of %d x peak), exposed DP comm %.1f%% of step time\n",
+      shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
+      cfg.train().global_batch(), grid->tp_size(), grid->dp_size(), total / steps,
+      times[times.size() / 2], tok_s, gflops, peak, 100 * gflops / (peak * world), world,
+      100 * exposed / total);
+  std::printf(
+      "{\"shape\":\"%s\",\"layers\":%d,\"hidden\":%d,\"heads\":%d,\"intermediate\":%d,"
+      "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"step_seconds\":%.6g,\"tokens_per_s\":%.6g,"
+      "\"gflops\":%.6g,\"gemm_peak_gflops\":%.6g,\"mfu\":%.6g,\"tp\":%d,\"dp\":%d,"
+      "\"dp_exposed_fraction\":%.6g,\"dp_comm_seconds_per_step\":%.6g}\n",
+      shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
+      cfg.train().global_batch(), steps, total / steps, tok_s, gflops, peak,
+      gflops / (peak * world), grid->tp_size(), grid->dp_size(), exposed / total, comm / steps);
   return 0;
 }
 
-RegisterCommand reg("bench train",
-                    "tokens/s and MFU of full training steps vs the measured sgemm peak",
-                    "roformer bench train [--shape small|base|config] [--config F] [--set k=v ...]\n"
-                    "                     [--steps N=5] [--warmup N=2]\n"
-                    "Times forward + backward + AdamW on synthetic batches (vocab 21128, 15%\n"
-                    "masked, lengths L/2..L). base = L12 H768 A12 FFN3072 seq 128 batch 32;\n"
-                    "small = L4 H256 A4 FFN1024 seq 128 batch 32. The last line is JSON with\n"
-                    "tokens_per_s, mfu and gemm_peak_gflops. Threads: OMP_NUM_THREADS /\n"
-                    "OPENBLAS_NUM_THREADS.",
-                    &RunBenchTrain);
+RegisterCommand reg(
+    "bench train", "tokens/s and MFU of full training steps vs the measured sgemm peak",
+    "roformer bench train [--shape small|base|config] [--config F] [--set k=v ...]\n"
+    "                     [--steps N=5] [--warmup N=2]\n"
+    "Times forward + backward + AdamW on synthetic batches (vocab 21128, 15%\n"
+    "masked, lengths L/2..L). base = L12 H768 A12 FFN3072 seq 128 batch 32;\n"
+    "small = L4 H256 A4 FFN1024 seq 128 batch 32. The last line is JSON with\n"
+    "tokens_per_s, mfu and gemm_peak_gflops. Threads: OMP_NUM_THREADS /\n"
+    "OPENBLAS_NUM_THREADS.",
+    &RunBenchTrain);
 
 }  // namespace
 }  // namespace roformer

@@ -15,11 +15,12 @@ int RunConfig(int argc, char** argv) {
   return 0;
 }
 
-RegisterCommand reg("config", "print the effective configuration (validated)",
-                    "roformer config [--config FILE.textproto] [--set path.to.field=value ...]\n"
-                    "Loads the config, applies --set overrides in order, fills defaults, validates,\n"
-                    "and prints it in text format. Errors name the file, line and field.",
-                    &RunConfig);
+RegisterCommand reg(
+    "config", "print the effective configuration (validated)",
+    "roformer config [--config FILE.textproto] [--set path.to.field=value ...]\n"
+    "Loads the config, applies --set overrides in order, fills defaults, validates,\n"
+    "and prints it in text format. Errors name the file, line and field.",
+    &RunConfig);
 
 }  // namespace
 }  // namespace roformer

@@ -13,7 +13,8 @@ int RunDevice(int, char**) {
   std::cout << "cpu: available\n";
 #ifdef ROFORMER_HAVE_CUDA
   std::cout << "cuda: built in\n" << cuda::DescribeDevices();
-  if (cuda::DeviceCount() > 0) std::cout << "axpy self-test max error: " << cuda::AxpySelfTest(1 << 20) << "\n";
+  if (cuda::DeviceCount() > 0)
+    std::cout << "axpy self-test max error: " << cuda::AxpySelfTest(1 << 20) << "\n";
 #else
   std::cout << "cuda: not built (nvcc was not found at configure time)\n";
 #endif

@@ -2,8 +2,8 @@
 #include <glog/logging.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 
 #include "data/pretrain_batch_source.h"
 #include "data/tokenizer/tokenizer.h"
@@ -53,8 +53,9 @@ int RunPretrain(int argc, char** argv) {
   };
 
   if (cfg.data().vocab().empty()) {
-    Fail("data.vocab is empty: set it to a WordPiece vocab.txt (e.g. the Chinese BERT vocab) or "
-         "build one with `roformer vocab build --corpus ... --size N --out vocab.txt`");
+    Fail(
+        "data.vocab is empty: set it to a WordPiece vocab.txt (e.g. the Chinese BERT vocab) or "
+        "build one with `roformer vocab build --corpus ... --size N --out vocab.txt`");
   }
   Tokenizer tokenizer(Vocab::Load(cfg.data().vocab()), cfg.data().do_lower_case());
   const int vocab_size = tokenizer.vocab().size();
@@ -68,7 +69,8 @@ int RunPretrain(int argc, char** argv) {
   // Run directory: resume by default; --no-resume refuses to overwrite unless --force.
   const std::string ckpt_dir =
       cfg.checkpoint().dir().empty() ? run_dir + "/checkpoints" : cfg.checkpoint().dir();
-  const bool has_state = fs::exists(run_dir + "/metrics.jsonl") || !FindLatestCheckpoint(ckpt_dir).empty();
+  const bool has_state =
+      fs::exists(run_dir + "/metrics.jsonl") || !FindLatestCheckpoint(ckpt_dir).empty();
   if (flags.GetBool("no-resume") && has_state) {
     if (!flags.GetBool("force")) {
       Fail("--no-resume: run directory ", run_dir,
@@ -115,9 +117,9 @@ int RunPretrain(int argc, char** argv) {
   to.vocab.padded_size = model.dims().vocab_padded;
   to.vocab.tokens_hash = VocabTokensHash(tokenizer.vocab().tokens());
   const ModelDims& d = model.dims();
-  LOG(INFO) << "model: L=" << d.layers << " H=" << d.hidden << " A=" << d.heads << " FFN="
-            << d.intermediate << " E=" << d.embedding << " vocab " << d.vocab << " (padded "
-            << d.vocab_padded << "), " << model.store().size() << " parameters"
+  LOG(INFO) << "model: L=" << d.layers << " H=" << d.hidden << " A=" << d.heads
+            << " FFN=" << d.intermediate << " E=" << d.embedding << " vocab " << d.vocab
+            << " (padded " << d.vocab_padded << "), " << model.store().size() << " parameters"
             << (cfg.model().realformer() ? ", RealFormer" : "")
             << (cfg.model().pre_ln() ? ", Pre-LN" : ", Post-LN") << ", scale "
             << cfg.model().attention_scale();

@@ -1,5 +1,6 @@
 // Subcommand registry of the `roformer` binary. Each launch/cmd_*.cc registers itself:
-//   static roformer::RegisterCommand reg("tokenize", "one-line summary", "long help", &RunTokenize);
+//   static roformer::RegisterCommand reg("tokenize", "one-line summary", "long help",
+//   &RunTokenize);
 // The run function gets the arguments after the command name and returns the exit code; it may
 // throw roformer::Error for user errors (printed as "error: ..." with exit code 2).
 #pragma once

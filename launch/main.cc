@@ -43,13 +43,15 @@ int main(int argc, char** argv) {
     }
     // Allow "help data prepare" for two-word commands.
     std::string name = argv[2];
-    if (argc > 3 && CommandRegistry().count(name + " " + argv[3])) name += std::string(" ") + argv[3];
+    if (argc > 3 && CommandRegistry().count(name + " " + argv[3]))
+      name += std::string(" ") + argv[3];
     auto it = CommandRegistry().find(name);
     if (it == CommandRegistry().end()) {
       std::cerr << "error: unknown command '" << name << "'\n";
       return 2;
     }
-    std::cout << "roformer " << name << ": " << it->second.summary << "\n\n" << it->second.help << "\n";
+    std::cout << "roformer " << name << ": " << it->second.summary << "\n\n"
+              << it->second.help << "\n";
     return 0;
   }
   // Two-word commands ("data prepare", "vocab build", "bench train") take precedence.

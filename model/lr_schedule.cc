@@ -13,7 +13,8 @@ double LrSchedule::At(int64_t step) const {
   }
   if (decay == "constant") return peak;
   int64_t span = std::max<int64_t>(1, total_steps - warmup_steps);
-  double t = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(span), 0.0, 1.0);
+  double t =
+      std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(span), 0.0, 1.0);
   double floor = peak * min_ratio;
   if (decay == "cosine") return floor + (peak - floor) * 0.5 * (1.0 + std::cos(M_PI * t));
   return floor + (peak - floor) * (1.0 - t);

@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -572,7 +573,7 @@ void RoFormerModel::Impl::LayerBackward(int l) {
   LinearBackward(dffn, a.ffn_in, P(w.f1_w), dffn_in, nullptr, nullptr, BL, H, il);
   CommHandle ffn_reduce = tp.CopyToRegionBackwardAsync(Span(dffn_in, BL * H));
   LinearBackward(dffn, a.ffn_in, nullptr, nullptr, Gr(w.f1_w), Gr(w.f1_b), BL, H, il);
-  ffn_reduce.Wait();
+  tp.Wait(ffn_reduce);
   float* dres1;
   if (pre) {
     // res2 = res1 + drop(FFN(LN_f(res1))): G (= dres2) already holds the residual branch.
@@ -603,7 +604,7 @@ void RoFormerModel::Impl::LayerBackward(int l) {
   LinearBackward(dq, ain, nullptr, nullptr, Gr(w.q_w), Gr(w.q_b), BL, H, hl);
   LinearBackward(dk, ain, nullptr, nullptr, Gr(w.k_w), Gr(w.k_b), BL, H, hl);
   LinearBackward(dv, ain, nullptr, nullptr, Gr(w.v_w), Gr(w.v_b), BL, H, hl);
-  qkv_reduce.Wait();
+  tp.Wait(qkv_reduce);
   if (pre) {
     LayerNormBackward(D1, x, a.lna_mean, a.lna_rstd, P(w.lna_g), G, Gr(w.lna_g), Gr(w.lna_b), BL, H,
                       /*accumulate_dx=*/true);
@@ -861,10 +862,13 @@ void RoFormerModel::InitWeights(uint64_t seed) {
 LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
                                          bool backward, float grad_scale) {
   Impl& m = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
   m.EncoderForward(batch, dropout);
   const int64_t BL = static_cast<int64_t>(m.B) * m.L;
   if (backward) std::memset(m.d_seq, 0, sizeof(float) * BL * m.d.hidden);
   LossStats ls;
+  const auto t1 = std::chrono::steady_clock::now();
+  ls.forward_seconds = std::chrono::duration<double>(t1 - t0).count();
   const CrossEntropyStats mlm =
       m.MlmHead(batch.mlm_positions.data(), batch.mlm_labels.data(),
                 static_cast<int64_t>(batch.mlm_positions.size()), backward, grad_scale);
@@ -882,6 +886,9 @@ LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContex
     m.GradReady(m.ready_heads);
     m.EncoderBackward();
   }
+  // The heads' forward and backward run together; they are counted as backward time.
+  ls.backward_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return ls;
 }
 

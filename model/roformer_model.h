@@ -45,6 +45,8 @@ struct LossStats {
   double sop_loss = 0;  // mean cross-entropy over sequences
   int64_t mlm_count = 0, mlm_correct = 0;
   int64_t sop_count = 0, sop_correct = 0;
+  double forward_seconds = 0;   // encoder forward
+  double backward_seconds = 0;  // heads (forward + backward) and encoder backward
 };
 
 // Derived sizes of a model on one TP rank.

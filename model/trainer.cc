@@ -103,7 +103,8 @@ StepResult Trainer::Step() {
     // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
     const int global_micro = rank * num_local + k;
     auto td = Clock::now();
-    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false, &batch_);
+    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
+                &batch_);
     timer_data_ += since(td);
     DropoutContext drop;
     drop.enabled = true;
@@ -116,9 +117,11 @@ StepResult Trainer::Step() {
         for (size_t i : ix) reducer_->MarkReady(i);
       });
     }
-    auto tc = Clock::now();
+    const double tp_before = model_->tp().blocked_seconds();
     LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local);
-    timer_compute_ += since(tc);
+    timer_fwd_ += s.forward_seconds;
+    timer_bwd_ += s.backward_seconds;
+    timer_tp_ += model_->tp().blocked_seconds() - tp_before;
     model_->SetGradReadyHook({});
     sums[0] += s.loss / num_local;
     sums[1] += s.mlm_loss / num_local;
@@ -212,28 +215,43 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
   }
   // Per-rank phase timers since the last log line, min/max over all ranks (stragglers show as a
   // wide range).
-  double tmax[4] = {timer_data_, timer_compute_, timer_dp_, timer_opt_};
-  double tmin[4] = {timer_data_, timer_compute_, timer_dp_, timer_opt_};
-  world_->AllReduce(std::span<double>(tmax, 4), ReduceOp::kMax);
-  world_->AllReduce(std::span<double>(tmin, 4), ReduceOp::kMin);
-  timer_data_ = timer_compute_ = timer_dp_ = timer_opt_ = 0;
+  constexpr int kT = 6;
+  double tmax[kT] = {timer_data_, timer_fwd_, timer_bwd_, timer_tp_, timer_dp_, timer_opt_};
+  double tmin[kT];
+  std::copy(tmax, tmax + kT, tmin);
+  world_->AllReduce(std::span<double>(tmax, kT), ReduceOp::kMax);
+  world_->AllReduce(std::span<double>(tmin, kT), ReduceOp::kMin);
+  timer_data_ = timer_fwd_ = timer_bwd_ = timer_tp_ = timer_dp_ = timer_opt_ = 0;
   if (!opt_.quiet && world_->size() > 1) {
-    char buf[256];
+    char buf[320];
     std::snprintf(buf, sizeof(buf),
-                  "  timers (s, min-max over %d ranks): data %.3f-%.3f fwd+bwd %.3f-%.3f "
-                  "dp-exposed %.3f-%.3f optimizer %.3f-%.3f",
+                  "  timers (s, min-max over %d ranks): data %.3f-%.3f fwd %.3f-%.3f bwd %.3f-%.3f "
+                  "tp-comm %.3f-%.3f dp-exposed %.3f-%.3f optimizer %.3f-%.3f",
                   world_->size(), tmin[0], tmax[0], tmin[1], tmax[1], tmin[2], tmax[2], tmin[3],
-                  tmax[3]);
+                  tmax[3], tmin[4], tmax[4], tmin[5], tmax[5]);
     LOG(INFO) << buf;
   }
-  Record({{"step", static_cast<double>(step_)}, {"loss", r.loss}, {"mlm_loss", r.mlm_loss},
-          {"mlm_acc", r.mlm_acc}, {"sop_loss", r.sop_loss}, {"sop_acc", r.sop_acc}, {"lr", r.lr},
-          {"grad_norm", r.grad_norm}, {"tokens_per_s", tok_s}, {"gflops", gflops}, {"mfu", mfu},
+  Record({{"step", static_cast<double>(step_)},
+          {"loss", r.loss},
+          {"mlm_loss", r.mlm_loss},
+          {"mlm_acc", r.mlm_acc},
+          {"sop_loss", r.sop_loss},
+          {"sop_acc", r.sop_acc},
+          {"lr", r.lr},
+          {"grad_norm", r.grad_norm},
+          {"tokens_per_s", tok_s},
+          {"gflops", gflops},
+          {"mfu", mfu},
           {"skipped_steps", static_cast<double>(skipped_steps_)},
           {"consumed_samples", static_cast<double>(consumed_samples_)},
-          {"time_data_max", tmax[0]}, {"time_compute_max", tmax[1]},
-          {"time_dp_exposed_max", tmax[2]}, {"time_optimizer_max", tmax[3]},
-          {"time_compute_min", tmin[1]}});
+          {"time_data_max", tmax[0]},
+          {"time_forward_max", tmax[1]},
+          {"time_backward_max", tmax[2]},
+          {"time_tp_comm_max", tmax[3]},
+          {"time_dp_exposed_max", tmax[4]},
+          {"time_optimizer_max", tmax[5]},
+          {"time_forward_min", tmin[1]},
+          {"time_backward_min", tmin[2]}});
   window_seconds_ = 0;
   window_tokens_ = 0;
   window_flops_ = 0;
@@ -271,13 +289,17 @@ EvalResult Trainer::Evaluate() {
   e.sop_acc = sop_n ? sop_ok / sop_n : 0;
   if (!opt_.quiet) {
     char buf[256];
-    std::snprintf(buf, sizeof(buf), "eval step %lld: mlm loss %.4f acc %.4f sop loss %.4f acc %.4f (%lld seqs)",
+    std::snprintf(buf, sizeof(buf),
+                  "eval step %lld: mlm loss %.4f acc %.4f sop loss %.4f acc %.4f (%lld seqs)",
                   static_cast<long long>(step_), e.mlm_loss, e.mlm_acc, e.sop_loss, e.sop_acc,
                   static_cast<long long>(e.sequences));
     LOG(INFO) << buf;
   }
-  Record({{"step", static_cast<double>(step_)}, {"eval_mlm_loss", e.mlm_loss},
-          {"eval_mlm_acc", e.mlm_acc}, {"eval_sop_loss", e.sop_loss}, {"eval_sop_acc", e.sop_acc},
+  Record({{"step", static_cast<double>(step_)},
+          {"eval_mlm_loss", e.mlm_loss},
+          {"eval_mlm_acc", e.mlm_acc},
+          {"eval_sop_loss", e.sop_loss},
+          {"eval_sop_acc", e.sop_acc},
           {"eval_sequences", static_cast<double>(e.sequences)}});
   return e;
 }
@@ -290,7 +312,8 @@ void Trainer::Run(int64_t max_steps) {
   while (step_ < stop) {
     Step();
     if (t.eval_every() > 0 && step_ % t.eval_every() == 0 && step_ != t.steps()) Evaluate();
-    if (cfg_.checkpoint().every() > 0 && step_ % cfg_.checkpoint().every() == 0) SaveCheckpointNow();
+    if (cfg_.checkpoint().every() > 0 && step_ % cfg_.checkpoint().every() == 0)
+      SaveCheckpointNow();
   }
   if (step_ == t.steps() && stop == t.steps()) {
     Evaluate();

@@ -3,8 +3,8 @@
 // metrics.jsonl, periodic checkpoints and bit-identical resume.
 //
 // Resume is bit-identical because every input of a step is a pure function of saved state: samples
-// of (seed, global sample index), dropout masks of (seed, step, micro, layer, op, element), the lr of
-// the step, and the parameters/moments restored exactly.
+// of (seed, global sample index), dropout masks of (seed, step, micro, layer, op, element), the lr
+// of the step, and the parameters/moments restored exactly.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +31,12 @@ class BatchSource {
 };
 
 struct TrainerOptions {
-  std::string run_dir;         // metrics.jsonl goes here; "" = no files
-  std::string checkpoint_dir;  // "" = no checkpoints
+  std::string run_dir;          // metrics.jsonl goes here; "" = no files
+  std::string checkpoint_dir;   // "" = no checkpoints
   double gemm_peak_gflops = 0;  // for MFU; 0 = not reported
-  bool quiet = false;          // no INFO progress lines (tests)
-  VocabIdentity vocab;         // recorded in checkpoints
-  bool tensorboard = true;     // also write <run_dir>/tensorboard/events.out.tfevents.*
+  bool quiet = false;           // no INFO progress lines (tests)
+  VocabIdentity vocab;          // recorded in checkpoints
+  bool tensorboard = true;      // also write <run_dir>/tensorboard/events.out.tfevents.*
   // Process grid (runtime/grid.h). Null = a single process. The model must have been built with
   // TpRegion(tp). Every rank constructs a Trainer and calls the same methods in the same order;
   // only the rank given a run_dir writes files.
@@ -108,9 +108,10 @@ class Trainer {
   Communicator* tp_ = nullptr;
   Communicator* dp_ = nullptr;
   std::unique_ptr<GradReducer> reducer_;
-  // Per-rank seconds since the last log line: data, forward+backward, exposed DP communication,
-  // optimizer. Reported as min/max over ranks.
-  double timer_data_ = 0, timer_compute_ = 0, timer_dp_ = 0, timer_opt_ = 0;
+  // Per-rank seconds since the last log line: data, forward, backward, exposed TP communication
+  // (inside forward/backward), exposed DP communication, optimizer. Reported as min/max over ranks.
+  double timer_data_ = 0, timer_fwd_ = 0, timer_bwd_ = 0, timer_tp_ = 0, timer_dp_ = 0,
+         timer_opt_ = 0;
   Batch batch_;
   // Progress accounting between log lines.
   double window_seconds_ = 0;

@@ -11,32 +11,49 @@ namespace roformer {
 
 const char* DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kF64: return "f64";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
-    case DType::kU8: return "u8";
-    case DType::kU64: return "u64";
+    case DType::kF32:
+      return "f32";
+    case DType::kF64:
+      return "f64";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
+    case DType::kU8:
+      return "u8";
+    case DType::kU64:
+      return "u64";
   }
   return "?";
 }
 
 int64_t DTypeSize(DType t) {
   switch (t) {
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kF64: case DType::kI64: case DType::kU64: return 8;
-    case DType::kU8: return 1;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kF64:
+    case DType::kI64:
+    case DType::kU64:
+      return 8;
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }
 
 const char* CollectiveName(CollectiveOp op) {
   switch (op) {
-    case CollectiveOp::kAllReduce: return "AllReduce";
-    case CollectiveOp::kBroadcast: return "Broadcast";
-    case CollectiveOp::kAllGather: return "AllGather";
-    case CollectiveOp::kReduceScatter: return "ReduceScatter";
-    case CollectiveOp::kBarrier: return "Barrier";
+    case CollectiveOp::kAllReduce:
+      return "AllReduce";
+    case CollectiveOp::kBroadcast:
+      return "Broadcast";
+    case CollectiveOp::kAllGather:
+      return "AllGather";
+    case CollectiveOp::kReduceScatter:
+      return "ReduceScatter";
+    case CollectiveOp::kBarrier:
+      return "Barrier";
   }
   return "?";
 }
@@ -102,7 +119,8 @@ namespace {
 
 class LocalCommunicator : public Communicator {
  public:
-  LocalCommunicator(std::string name, int world_rank) : name_(std::move(name)), ranks_{world_rank} {}
+  LocalCommunicator(std::string name, int world_rank)
+      : name_(std::move(name)), ranks_{world_rank} {}
   int rank() const override { return 0; }
   int size() const override { return 1; }
   const std::string& name() const override { return name_; }

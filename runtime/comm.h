@@ -36,13 +36,20 @@ int64_t DTypeSize(DType t);
 
 template <typename T>
 constexpr DType DTypeOf() {
-  if constexpr (std::is_same_v<T, float>) return DType::kF32;
-  else if constexpr (std::is_same_v<T, double>) return DType::kF64;
-  else if constexpr (std::is_same_v<T, int32_t>) return DType::kI32;
-  else if constexpr (std::is_same_v<T, int64_t>) return DType::kI64;
-  else if constexpr (std::is_same_v<T, uint8_t>) return DType::kU8;
-  else if constexpr (std::is_same_v<T, uint64_t>) return DType::kU64;
-  else static_assert(sizeof(T) == 0, "unsupported collective element type");
+  if constexpr (std::is_same_v<T, float>)
+    return DType::kF32;
+  else if constexpr (std::is_same_v<T, double>)
+    return DType::kF64;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return DType::kI32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return DType::kI64;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return DType::kU8;
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return DType::kU64;
+  else
+    static_assert(sizeof(T) == 0, "unsupported collective element type");
 }
 
 // Completion handle of an asynchronous collective. Wait() blocks until the collective finished.
@@ -91,8 +98,8 @@ class Communicator {
   template <typename T>
   CommHandle AllGatherAsync(std::span<const T> in, std::span<T> out) {
     CheckSizes(CollectiveOp::kAllGather, in.size(), out.size());
-    return Submit(CollectiveOp::kAllGather, DTypeOf<T>(), ReduceOp::kSum,
-                  const_cast<T*>(in.data()), out.data(), static_cast<int64_t>(in.size()), 0);
+    return Submit(CollectiveOp::kAllGather, DTypeOf<T>(), ReduceOp::kSum, const_cast<T*>(in.data()),
+                  out.data(), static_cast<int64_t>(in.size()), 0);
   }
   // in.size() must be out.size() * size(); rank r receives the reduction of block r.
   template <typename T>

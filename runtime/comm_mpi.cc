@@ -29,21 +29,30 @@ constexpr int kNameLen = 16;
 
 MPI_Datatype ToMpi(DType t) {
   switch (t) {
-    case DType::kF32: return MPI_FLOAT;
-    case DType::kF64: return MPI_DOUBLE;
-    case DType::kI32: return MPI_INT32_T;
-    case DType::kI64: return MPI_INT64_T;
-    case DType::kU8: return MPI_UINT8_T;
-    case DType::kU64: return MPI_UINT64_T;
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kF64:
+      return MPI_DOUBLE;
+    case DType::kI32:
+      return MPI_INT32_T;
+    case DType::kI64:
+      return MPI_INT64_T;
+    case DType::kU8:
+      return MPI_UINT8_T;
+    case DType::kU64:
+      return MPI_UINT64_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
 MPI_Op ToMpi(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_OP_NULL;
 }
@@ -142,10 +151,10 @@ class MpiCommunicator : public Communicator {
   CommStatus Status(double* waited_s) {
     std::lock_guard<std::mutex> lock(status_mu_);
     if (waited_s) {
-      *waited_s = status_.in_flight
-                      ? std::chrono::duration<double>(std::chrono::steady_clock::now() - started_)
-                            .count()
-                      : 0.0;
+      *waited_s =
+          status_.in_flight
+              ? std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()
+              : 0.0;
     }
     return status_;
   }
@@ -154,8 +163,8 @@ class MpiCommunicator : public Communicator {
   CommHandle Submit(CollectiveOp op, DType dtype, ReduceOp reduce, void* in, void* out,
                     int64_t count, int root) override {
     CHECK(root >= 0 && root < size_) << "root " << root << " out of range on " << name_;
-    CHECK_LT(count, static_cast<int64_t>(INT_MAX))
-        << CollectiveName(op) << " on " << name_ << ": " << count << " elements exceeds MPI's int count";
+    CHECK_LT(count, static_cast<int64_t>(INT_MAX)) << CollectiveName(op) << " on " << name_ << ": "
+                                                   << count << " elements exceeds MPI's int count";
     auto task = std::make_shared<CommTask>();
     task->op = op;
     task->dtype = dtype;
@@ -203,7 +212,8 @@ class MpiCommunicator : public Communicator {
         rc = MPI_Barrier(comm_);
         break;
     }
-    CHECK_EQ(rc, MPI_SUCCESS) << CollectiveName(t.op) << " #" << t.seq << " on " << name_ << " failed";
+    CHECK_EQ(rc, MPI_SUCCESS) << CollectiveName(t.op) << " #" << t.seq << " on " << name_
+                              << " failed";
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.in_flight = 0;
   }
@@ -332,16 +342,17 @@ void Watchdog::Diagnose(MpiCommunicator* comm, const CommStatus& mine, double wa
       continue;  // arrived
     }
     if (s.in_flight) {
-      r << " world rank " << wr << " is in "
-        << CollectiveName(static_cast<CollectiveOp>(s.op)) << " #" << s.seq << " ("
-        << DTypeName(static_cast<DType>(s.dtype)) << " x" << s.count << ") instead;";
+      r << " world rank " << wr << " is in " << CollectiveName(static_cast<CollectiveOp>(s.op))
+        << " #" << s.seq << " (" << DTypeName(static_cast<DType>(s.dtype)) << " x" << s.count
+        << ") instead;";
     } else {
       r << " world rank " << wr << " did not arrive (it has started " << s.entered
         << " collectives on '" << comm->name() << "', none in flight);";
     }
     missing += r.str();
   }
-  os << (missing.empty() ? " Every member has arrived (the stall is inside MPI)." : " Missing:" + missing)
+  os << (missing.empty() ? " Every member has arrived (the stall is inside MPI)."
+                         : " Missing:" + missing)
      << " Aborting the job.";
   LOG(ERROR) << os.str();
   google::FlushLogFiles(google::GLOG_INFO);
@@ -362,9 +373,10 @@ std::unique_ptr<Grid> Grid::Create(const GridOptions& opt) {
   if (opt.tp <= 0 || opt.dp <= 0) Fail("parallel.tp and parallel.dp must be > 0");
   if (!LaunchedByMpi()) {
     if (opt.tp * opt.dp != 1) {
-      Fail("parallel.tp x parallel.dp = ", opt.tp, " x ", opt.dp, " = ", opt.tp * opt.dp,
-           " processes, but this process was not started by mpirun (world size 1); run: mpirun -np ",
-           opt.tp * opt.dp, " roformer ...");
+      Fail(
+          "parallel.tp x parallel.dp = ", opt.tp, " x ", opt.dp, " = ", opt.tp * opt.dp,
+          " processes, but this process was not started by mpirun (world size 1); run: mpirun -np ",
+          opt.tp * opt.dp, " roformer ...");
     }
     g->world_ = MakeLocalCommunicator("world", 0);
     g->tp_ = MakeLocalCommunicator("tp", 0);

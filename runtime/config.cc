@@ -46,16 +46,35 @@ void FillDefaults(pb::Message* m) {
     }
     if (r->HasField(*m, f)) continue;
     switch (f->cpp_type()) {
-      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(m, f, f->default_value_int32()); break;
-      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(m, f, f->default_value_int64()); break;
-      case pb::FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(m, f, f->default_value_uint32()); break;
-      case pb::FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(m, f, f->default_value_uint64()); break;
-      case pb::FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(m, f, f->default_value_float()); break;
-      case pb::FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(m, f, f->default_value_double()); break;
-      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(m, f, f->default_value_bool()); break;
-      case pb::FieldDescriptor::CPPTYPE_STRING: r->SetString(m, f, f->default_value_string()); break;
-      case pb::FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(m, f, f->default_value_enum()); break;
-      default: break;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(m, f, f->default_value_int32());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(m, f, f->default_value_int64());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+        r->SetUInt32(m, f, f->default_value_uint32());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        r->SetUInt64(m, f, f->default_value_uint64());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        r->SetFloat(m, f, f->default_value_float());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        r->SetDouble(m, f, f->default_value_double());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        r->SetBool(m, f, f->default_value_bool());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        r->SetString(m, f, f->default_value_string());
+        break;
+      case pb::FieldDescriptor::CPPTYPE_ENUM:
+        r->SetEnum(m, f, f->default_value_enum());
+        break;
+      default:
+        break;
     }
   }
 }
@@ -123,8 +142,8 @@ void ApplyOverride(config::Config* cfg, const std::string& assignment) {
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFieldValueFromString(text, field, m)) {
-    Fail("--set ", assignment, ": '", value, "' is not a valid ", field->type_name(),
-         " for field ", path);
+    Fail("--set ", assignment, ": '", value, "' is not a valid ", field->type_name(), " for field ",
+         path);
   }
 }
 
@@ -140,7 +159,8 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (m.vocab_size() < 0) bad("model.vocab_size", m.vocab_size(), "must be >= 0");
   if (m.hidden_size() <= 0) bad("model.hidden_size", m.hidden_size(), "must be > 0");
   if (m.embedding_size() < 0) bad("model.embedding_size", m.embedding_size(), "must be >= 0");
-  if (m.num_hidden_layers() <= 0) bad("model.num_hidden_layers", m.num_hidden_layers(), "must be > 0");
+  if (m.num_hidden_layers() <= 0)
+    bad("model.num_hidden_layers", m.num_hidden_layers(), "must be > 0");
   if (m.num_attention_heads() <= 0) {
     bad("model.num_attention_heads", m.num_attention_heads(), "must be > 0");
   }
@@ -150,14 +170,16 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if ((m.hidden_size() / m.num_attention_heads()) % 2 != 0) {
     bad("model.hidden_size", m.hidden_size(), "head size must be even for RoPE pairs");
   }
-  if (m.intermediate_size() <= 0) bad("model.intermediate_size", m.intermediate_size(), "must be > 0");
+  if (m.intermediate_size() <= 0)
+    bad("model.intermediate_size", m.intermediate_size(), "must be > 0");
   auto prob = [&](const std::string& f, float p) {
     if (!(p >= 0.0f && p < 1.0f)) bad(f, p, "must be in [0, 1)");
   };
   prob("model.hidden_dropout_prob", m.hidden_dropout_prob());
   prob("model.attention_probs_dropout_prob", m.attention_probs_dropout_prob());
   if (m.attention_scale() != "sqrt_d" && m.attention_scale() != "log_n") {
-    bad("model.attention_scale", "\"" + m.attention_scale() + "\"", "must be \"sqrt_d\" or \"log_n\"");
+    bad("model.attention_scale", "\"" + m.attention_scale() + "\"",
+        "must be \"sqrt_d\" or \"log_n\"");
   }
   if (m.realformer_running_mean() && !m.realformer()) {
     bad("model.realformer_running_mean", "true", "needs model.realformer: true");
@@ -167,7 +189,8 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   }
   if (m.type_vocab_size() <= 0) bad("model.type_vocab_size", m.type_vocab_size(), "must be > 0");
   if (!(m.layer_norm_eps() > 0)) bad("model.layer_norm_eps", m.layer_norm_eps(), "must be > 0");
-  if (!(m.initializer_range() > 0)) bad("model.initializer_range", m.initializer_range(), "must be > 0");
+  if (!(m.initializer_range() > 0))
+    bad("model.initializer_range", m.initializer_range(), "must be > 0");
 
   const auto& t = cfg.train();
   if (t.steps() < 0) bad("train.steps", t.steps(), "must be >= 0");
@@ -183,14 +206,17 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (!(t.lr() > 0 && std::isfinite(t.lr()))) bad("train.lr", t.lr(), "must be > 0");
   if (t.warmup_steps() < 0) bad("train.warmup_steps", t.warmup_steps(), "must be >= 0");
   if (t.lr_decay() != "linear" && t.lr_decay() != "cosine" && t.lr_decay() != "constant") {
-    bad("train.lr_decay", "\"" + t.lr_decay() + "\"", "must be \"linear\", \"cosine\" or \"constant\"");
+    bad("train.lr_decay", "\"" + t.lr_decay() + "\"",
+        "must be \"linear\", \"cosine\" or \"constant\"");
   }
   if (!(t.min_lr_ratio() >= 0 && t.min_lr_ratio() <= 1)) {
     bad("train.min_lr_ratio", t.min_lr_ratio(), "must be in [0, 1]");
   }
   if (!(t.weight_decay() >= 0)) bad("train.weight_decay", t.weight_decay(), "must be >= 0");
-  if (!(t.adam_beta1() >= 0 && t.adam_beta1() < 1)) bad("train.adam_beta1", t.adam_beta1(), "must be in [0, 1)");
-  if (!(t.adam_beta2() >= 0 && t.adam_beta2() < 1)) bad("train.adam_beta2", t.adam_beta2(), "must be in [0, 1)");
+  if (!(t.adam_beta1() >= 0 && t.adam_beta1() < 1))
+    bad("train.adam_beta1", t.adam_beta1(), "must be in [0, 1)");
+  if (!(t.adam_beta2() >= 0 && t.adam_beta2() < 1))
+    bad("train.adam_beta2", t.adam_beta2(), "must be in [0, 1)");
   if (!(t.adam_eps() > 0)) bad("train.adam_eps", t.adam_eps(), "must be > 0");
   if (!(t.grad_clip() >= 0)) bad("train.grad_clip", t.grad_clip(), "must be >= 0");
   if (t.log_every() <= 0) bad("train.log_every", t.log_every(), "must be > 0");
@@ -199,7 +225,8 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (t.max_consecutive_skips() <= 0) {
     bad("train.max_consecutive_skips", t.max_consecutive_skips(), "must be > 0");
   }
-  if (!(t.mask_prob() > 0 && t.mask_prob() < 1)) bad("train.mask_prob", t.mask_prob(), "must be in (0, 1)");
+  if (!(t.mask_prob() > 0 && t.mask_prob() < 1))
+    bad("train.mask_prob", t.mask_prob(), "must be in (0, 1)");
 
   const auto& d = cfg.data();
   if (!(d.eval_fraction() >= 0 && d.eval_fraction() < 1)) {
@@ -215,7 +242,8 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (cfg.optimizer().zero_stage() != 0 && cfg.optimizer().zero_stage() != 1) {
     bad("optimizer.zero_stage", cfg.optimizer().zero_stage(), "must be 0 or 1");
   }
-  if (cfg.checkpoint().every() < 0) bad("checkpoint.every", cfg.checkpoint().every(), "must be >= 0");
+  if (cfg.checkpoint().every() < 0)
+    bad("checkpoint.every", cfg.checkpoint().every(), "must be >= 0");
   if (cfg.checkpoint().keep() <= 0) bad("checkpoint.keep", cfg.checkpoint().keep(), "must be > 0");
 }
 

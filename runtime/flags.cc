@@ -40,7 +40,8 @@ Flags::Flags(int argc, char** argv, const std::vector<std::string>& spec) {
     } else {
       std::string known;
       for (const auto& s : spec) known += " --" + (s.back() == '!' ? s.substr(0, s.size() - 1) : s);
-      Fail("unknown flag --", name, " (this command accepts:", known.empty() ? " none" : known, ")");
+      Fail("unknown flag --", name, " (this command accepts:", known.empty() ? " none" : known,
+           ")");
     }
   }
 }

@@ -1,7 +1,7 @@
 // Parameters, gradients and AdamW moments in four flat fp32 buffers with named views (llm.c style):
-// collectives, ZeRO slicing and checkpoints then work on whole buffers, and a training step allocates
-// nothing. Every tensor declares its tensor-parallel placement so gradient fix-ups and checkpoint
-// resharding are derived from the declaration, not hand-maintained.
+// collectives, ZeRO slicing and checkpoints then work on whole buffers, and a training step
+// allocates nothing. Every tensor declares its tensor-parallel placement so gradient fix-ups and
+// checkpoint resharding are derived from the declaration, not hand-maintained.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +18,14 @@ enum class Placement {
 };
 
 struct ParamInfo {
-  std::string name;                   // HF-style logical name, e.g. roformer.encoder.layer.0.attention.self.query.weight
+  std::string
+      name;  // HF-style logical name, e.g. roformer.encoder.layer.0.attention.self.query.weight
   std::vector<int64_t> global_shape;  // logical (unsharded) shape
   std::vector<int64_t> local_shape;   // this TP rank's shard
   Placement placement = Placement::kReplicated;
-  int64_t offset = 0;                 // element offset of the local shard in the flat buffers
-  int64_t numel = 0;                  // local element count
-  bool weight_decay = true;           // false for LayerNorm weights, biases
+  int64_t offset = 0;        // element offset of the local shard in the flat buffers
+  int64_t numel = 0;         // local element count
+  bool weight_decay = true;  // false for LayerNorm weights, biases
   // For sharded tensors: where the local shard starts along the sharded dim (global coordinates).
   int64_t shard_start = 0;
 };

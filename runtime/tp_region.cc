@@ -1,5 +1,7 @@
 #include "runtime/tp_region.h"
 
+#include <chrono>
+
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -23,19 +25,47 @@ CommHandle TpRegion::CopyToRegionBackwardAsync(std::span<float> grad) {
   return comm_->AllReduceAsync(grad, ReduceOp::kSum);
 }
 
+namespace {
+// Adds the scope's wall time to a counter (exposed TP communication).
+class BlockedTimer {
+ public:
+  explicit BlockedTimer(double* acc) : acc_(acc), t0_(std::chrono::steady_clock::now()) {}
+  ~BlockedTimer() {
+    *acc_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
+ private:
+  double* acc_;
+  std::chrono::steady_clock::time_point t0_;
+};
+}  // namespace
+
+void TpRegion::Wait(CommHandle& handle) {
+  if (!handle.valid()) return;
+  BlockedTimer t(&blocked_s_);
+  handle.Wait();
+}
+
 void TpRegion::AllReduceSum(std::span<float> x) {
-  if (active()) comm_->AllReduce(x, ReduceOp::kSum);
+  if (!active()) return;
+  BlockedTimer t(&blocked_s_);
+  comm_->AllReduce(x, ReduceOp::kSum);
 }
 void TpRegion::AllReduceSum(std::span<double> x) {
-  if (active()) comm_->AllReduce(x, ReduceOp::kSum);
+  if (!active()) return;
+  BlockedTimer t(&blocked_s_);
+  comm_->AllReduce(x, ReduceOp::kSum);
 }
 void TpRegion::AllReduceMax(std::span<float> x) {
-  if (active()) comm_->AllReduce(x, ReduceOp::kMax);
+  if (!active()) return;
+  BlockedTimer t(&blocked_s_);
+  comm_->AllReduce(x, ReduceOp::kMax);
 }
 
 void TpRegion::AllGather(std::span<const float> in, std::span<float> out) {
   CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
   if (active()) {
+    BlockedTimer t(&blocked_s_);
     comm_->AllGather(in, out);
   } else {
     std::copy(in.begin(), in.end(), out.begin());
@@ -44,6 +74,7 @@ void TpRegion::AllGather(std::span<const float> in, std::span<float> out) {
 void TpRegion::AllGather(std::span<const double> in, std::span<double> out) {
   CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
   if (active()) {
+    BlockedTimer t(&blocked_s_);
     comm_->AllGather(in, out);
   } else {
     std::copy(in.begin(), in.end(), out.begin());
@@ -52,6 +83,7 @@ void TpRegion::AllGather(std::span<const double> in, std::span<double> out) {
 void TpRegion::AllGather(std::span<const uint64_t> in, std::span<uint64_t> out) {
   CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
   if (active()) {
+    BlockedTimer t(&blocked_s_);
     comm_->AllGather(in, out);
   } else {
     std::copy(in.begin(), in.end(), out.begin());

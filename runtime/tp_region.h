@@ -39,6 +39,11 @@ class TpRegion {
   // overlap; the caller must Wait() the handle before reading `grad` (an invalid handle when
   // tp = 1: Wait is then a no-op).
   CommHandle CopyToRegionBackwardAsync(std::span<float> grad);
+  // Waits for an asynchronous TP collective, counting the wait as exposed TP communication.
+  void Wait(CommHandle& handle);
+  // Seconds this rank has spent blocked in TP collectives (synchronous calls and Wait), i.e. TP
+  // communication not hidden behind compute. Monotonic; callers take differences.
+  double blocked_seconds() const { return blocked_s_; }
   void ReduceFromRegionForward(std::span<float> x) { AllReduceSum(x); }
   void ReduceFromRegionBackward(std::span<float>) {}
   // full: rows x (cols * size) row-major -> local: rows x cols (this rank's column block).
@@ -61,6 +66,7 @@ class TpRegion {
   void AllGather(std::span<const uint64_t> in, std::span<uint64_t> out);
 
  private:
+  double blocked_s_ = 0;
   Communicator* comm_ = nullptr;
   int rank_ = 0;
   int size_ = 1;

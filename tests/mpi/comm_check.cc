@@ -3,7 +3,8 @@
 // must catch.
 //   comm_check collectives TP DP          -> prints "comm_check OK" on every rank
 //   comm_check skip TP DP TIMEOUT_S       -> world rank 1 skips an all-reduce (watchdog must abort)
-//   comm_check mismatch TP DP             -> world rank 1 all-reduces a different count (debug mode)
+//   comm_check mismatch TP DP             -> world rank 1 all-reduces a different count (debug
+//   mode)
 #include <glog/logging.h>
 
 #include <chrono>
@@ -45,7 +46,8 @@ int Collectives(Grid& g) {
   std::vector<int32_t> mine = {wr};
   std::vector<int32_t> all(g.tp_size());
   g.tp().AllGather(std::span<const int32_t>(mine), std::span<int32_t>(all));
-  for (int r = 0; r < g.tp_size(); ++r) expect(all[r] == (wr / g.tp_size()) * g.tp_size() + r, "tp AllGather / grid order");
+  for (int r = 0; r < g.tp_size(); ++r)
+    expect(all[r] == (wr / g.tp_size()) * g.tp_size() + r, "tp AllGather / grid order");
   // DP group: stride tp.
   std::vector<double> rs_in(2 * g.dp_size());
   for (size_t i = 0; i < rs_in.size(); ++i) rs_in[i] = i + 0.5 * g.dp_rank();
@@ -67,7 +69,8 @@ int Collectives(Grid& g) {
   for (auto& h : hs) h.Wait();
   for (auto& bk : buckets) expect(bk[12345] == static_cast<float>(g.dp_size()), "async AllReduce");
   g.world().Barrier();
-  if (bad == 0) std::printf("comm_check OK rank %d (%s) %g\n", wr, g.Describe().c_str(), busy > 0 ? 1.0 : 0.0);
+  if (bad == 0)
+    std::printf("comm_check OK rank %d (%s) %g\n", wr, g.Describe().c_str(), busy > 0 ? 1.0 : 0.0);
   return bad ? 1 : 0;
 }
 

@@ -1,13 +1,14 @@
+#include "runtime/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include "model/lr_schedule.h"
-#include "runtime/config.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
 
@@ -39,8 +40,8 @@ TEST(Config, ParsesFileAndOverrides) {
   auto path = WriteTemp("ok.textproto",
                         "model { hidden_size: 64 num_attention_heads: 2 realformer: true }\n"
                         "train { lr: 3e-4 seq_len: 64 }\n");
-  auto cfg = ResolveConfig(path, {"model.attention_scale=log_n", "train.steps=7",
-                                  "data.corpus=/tmp/x y"});
+  auto cfg =
+      ResolveConfig(path, {"model.attention_scale=log_n", "train.steps=7", "data.corpus=/tmp/x y"});
   EXPECT_EQ(cfg.model().hidden_size(), 64);
   EXPECT_TRUE(cfg.model().realformer());
   EXPECT_EQ(cfg.model().attention_scale(), "log_n");
@@ -80,10 +81,13 @@ TEST(Config, BadOverrides) {
             std::string::npos);
   EXPECT_NE(ErrorOf([] { ResolveConfig("", {"model.hidden_size=abc"}); }).find("model.hidden_size"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([] { ResolveConfig("", {"model=3"}); }).find("is a message"), std::string::npos);
+  EXPECT_NE(ErrorOf([] { ResolveConfig("", {"model=3"}); }).find("is a message"),
+            std::string::npos);
   EXPECT_NE(ErrorOf([] { ResolveConfig("", {"noequals"}); }).find("path.to.field=value"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([] { ResolveConfig("/nonexistent/c.textproto", {}); }).find("/nonexistent/c.textproto"),
+  EXPECT_NE(ErrorOf([] {
+              ResolveConfig("/nonexistent/c.textproto", {});
+            }).find("/nonexistent/c.textproto"),
             std::string::npos);
 }
 
