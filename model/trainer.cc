@@ -1,6 +1,7 @@
 #include "model/trainer.h"
 
 #include <glog/logging.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -73,6 +74,7 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
   ro.bucket_bytes = static_cast<int64_t>(cfg_.parallel().dp_bucket_mb()) << 20;
   ro.zero_stage = cfg_.optimizer().zero_stage();
   reducer_ = std::make_unique<GradReducer>(&model_->store(), dp_, ro);
+  progress_line_ = !opt_.quiet && !opt_.run_dir.empty() && isatty(STDERR_FILENO);
   if (!opt_.run_dir.empty() && opt_.tensorboard) {
     tensorboard_ = std::make_unique<TensorBoardWriter>(opt_.run_dir + "/tensorboard");
   }
@@ -193,7 +195,16 @@ StepResult Trainer::Step() {
   window_flops_ += flops;
   run_seconds_ += seconds;
   ++run_steps_;
-  if (step_ % t.log_every() == 0 || step_ == t.steps()) LogStep(r, seconds, tokens);
+  if (step_ % t.log_every() == 0 || step_ == t.steps()) {
+    LogStep(r, seconds, tokens);
+  } else if (progress_line_) {
+    // Live line on a terminal between log lines (rewritten in place; plain logs when not a TTY).
+    const double eta = (t.steps() - step_) * (run_seconds_ / run_steps_);
+    std::fprintf(stderr, "\r  step %lld/%lld loss %.4f %.0f tok/s eta %s   ",
+                 static_cast<long long>(step_), static_cast<long long>(t.steps()), r.loss,
+                 tokens / seconds, FormatDuration(eta).c_str());
+    std::fflush(stderr);
+  }
   return r;
 }
 
@@ -203,6 +214,7 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
   double gflops = window_seconds_ > 0 ? window_flops_ / window_seconds_ / 1e9 : 0;
   double mfu = opt_.gemm_peak_gflops > 0 ? gflops / opt_.gemm_peak_gflops : 0;
   double eta = run_steps_ > 0 ? (t.steps() - step_) * (run_seconds_ / run_steps_) : 0;
+  if (progress_line_) std::fprintf(stderr, "\r%*s\r", 78, "");
   if (!opt_.quiet) {
     char buf[512];
     std::snprintf(buf, sizeof(buf),

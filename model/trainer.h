@@ -108,6 +108,7 @@ class Trainer {
   Communicator* tp_ = nullptr;
   Communicator* dp_ = nullptr;
   std::unique_ptr<GradReducer> reducer_;
+  bool progress_line_ = false;  // stderr is a terminal: show a live progress line
   // Per-rank seconds since the last log line: data, forward, backward, exposed TP communication
   // (inside forward/backward), exposed DP communication, optimizer. Reported as min/max over ranks.
   double timer_data_ = 0, timer_fwd_ = 0, timer_bwd_ = 0, timer_tp_ = 0, timer_dp_ = 0,
