@@ -44,87 +44,14 @@ namespace fs = std::filesystem;
 
 // ------------------------------------------------------------------------------------ config
 
-namespace {
-
-class CollectErrors : public pb::io::ErrorCollector {
- public:
-  explicit CollectErrors(std::string file) : file_(std::move(file)) {}
-  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (!first_.empty()) return;
-    std::ostringstream os;
-    os << file_ << ":" << line + 1 << ":" << column + 1 << ": " << message;
-    first_ = os.str();
-  }
-  void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
-  const std::string& first() const { return first_; }
-
- private:
-  std::string file_;
-  std::string first_;
-};
-
-}  // namespace
-
 config::FinetuneConfig LoadFinetuneConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail(path, ": cannot open finetune config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
   config::FinetuneConfig cfg;
-  CollectErrors errors(path);
-  pb::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(ss.str(), &cfg)) {
-    Fail(errors.first().empty() ? path + ": cannot parse finetune config" : errors.first());
-  }
+  ParseTextProtoFile(path, &cfg);
   return cfg;
 }
 
-// The same walk as runtime/config.cc ApplyOverride, over any message type.
 void ApplyFinetuneOverride(config::FinetuneConfig* cfg, const std::string& assignment) {
-  const size_t eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) Fail("--set ", assignment, ": expected field=value");
-  const std::string path = assignment.substr(0, eq), value = assignment.substr(eq + 1);
-  pb::Message* m = cfg;
-  const pb::FieldDescriptor* field = nullptr;
-  std::stringstream ps(path);
-  std::string part, walked;
-  std::vector<std::string> parts;
-  while (std::getline(ps, part, '.')) parts.push_back(part);
-  for (size_t i = 0; i < parts.size(); ++i) {
-    field = m->GetDescriptor()->FindFieldByName(parts[i]);
-    walked += (i ? "." : "") + parts[i];
-    if (!field) {
-      std::string known;
-      const pb::Descriptor* d = m->GetDescriptor();
-      for (int k = 0; k < d->field_count(); ++k) known += (k ? ", " : "") + d->field(k)->name();
-      Fail("--set ", assignment, ": unknown field '", walked, "' (known here: ", known, ")");
-    }
-    if (i + 1 < parts.size()) {
-      if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE)
-        Fail("--set ", assignment, ": '", walked, "' is not a message");
-      m = m->GetReflection()->MutableMessage(m, field);
-    }
-  }
-  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE)
-    Fail("--set ", assignment, ": '", path, "' is a message; set one of its fields");
-  std::string text = value;
-  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
-      (text.empty() || text.front() != '"')) {
-    std::string esc;
-    for (char c : value) {
-      if (c == '"' || c == '\\') esc += '\\';
-      esc += c;
-    }
-    text = "\"" + esc + "\"";
-  }
-  CollectErrors errors("--set " + assignment);
-  pb::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFieldValueFromString(text, field, m)) {
-    Fail("--set ", assignment, ": '", value, "' is not a valid ", field->type_name(), " for field ",
-         path);
-  }
+  ApplyOverrideTo(cfg, assignment);
 }
 
 void ValidateFinetuneConfig(const config::FinetuneConfig& c) {

@@ -33,15 +33,16 @@ class CollectErrors : public pb::io::ErrorCollector {
   std::string first_;
 };
 
-// Fills every unset optional field with its default so text dumps show the effective config.
-void FillDefaults(pb::Message* m) {
+}  // namespace
+
+void FillDefaults(pb::Message* m, bool recursive) {
   const pb::Descriptor* d = m->GetDescriptor();
   const pb::Reflection* r = m->GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {
     const pb::FieldDescriptor* f = d->field(i);
     if (f->is_repeated()) continue;
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
-      FillDefaults(r->MutableMessage(m, f));
+      if (recursive) FillDefaults(r->MutableMessage(m, f), true);
       continue;
     }
     if (r->HasField(*m, f)) continue;
@@ -79,30 +80,36 @@ void FillDefaults(pb::Message* m) {
   }
 }
 
-}  // namespace
-
-config::Config LoadConfigFile(const std::string& path) {
+void ParseTextProtoFile(const std::string& path, pb::Message* msg) {
   std::ifstream in(path, std::ios::binary);
   if (!in) Fail(path, ": cannot open config file");
   std::stringstream ss;
   ss << in.rdbuf();
-  config::Config cfg;
   CollectErrors errors(path);
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(ss.str(), &cfg)) {
+  if (!parser.ParseFromString(ss.str(), msg)) {
     Fail(errors.first().empty() ? path + ": cannot parse config" : errors.first());
   }
+}
+
+config::Config LoadConfigFile(const std::string& path) {
+  config::Config cfg;
+  ParseTextProtoFile(path, &cfg);
   return cfg;
 }
 
 void ApplyOverride(config::Config* cfg, const std::string& assignment) {
+  ApplyOverrideTo(cfg, assignment);
+}
+
+void ApplyOverrideTo(pb::Message* msg, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
     Fail("--set ", assignment, ": expected path.to.field=value");
   }
   std::string path = assignment.substr(0, eq), value = assignment.substr(eq + 1);
-  pb::Message* m = cfg;
+  pb::Message* m = msg;
   const pb::FieldDescriptor* field = nullptr;
   std::stringstream ps(path);
   std::string part, walked;

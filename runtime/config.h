@@ -6,7 +6,20 @@
 
 #include "runtime/config.pb.h"
 
+namespace google::protobuf {
+class Message;
+}
+
 namespace roformer {
+
+// ---- helpers for any text-format message (the pretraining Config, the fine-tuning config) ----
+// Parses `path` into `msg`; errors name the file, line, column and field.
+void ParseTextProtoFile(const std::string& path, google::protobuf::Message* msg);
+// Applies `path.to.field=value` to `msg` (strings need no quotes); errors name the field.
+void ApplyOverrideTo(google::protobuf::Message* msg, const std::string& assignment);
+// Sets every unset scalar field to its declared default (recursing into sub-messages when
+// `recursive`), so text dumps show the effective values.
+void FillDefaults(google::protobuf::Message* msg, bool recursive = true);
 
 // Parses a text-format Config file. Syntax errors, unknown fields and type errors throw Error
 // naming the file, line, column and field.
