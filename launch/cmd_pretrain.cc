@@ -138,6 +138,7 @@ int RunPretrain(int argc, char** argv) {
   if (trainer.step() < cfg.train().steps()) {
     // Stopped by --max-steps: leave a checkpoint so the next invocation continues from here.
     trainer.SaveCheckpointNow();
+    trainer.WaitForCheckpoint();  // checkpoint.async: commit before exiting
     LOG(INFO) << "stopped after " << trainer.step() << " of " << cfg.train().steps()
               << " steps (--max-steps); run again with the same --run-dir to continue";
     return 0;

@@ -12,6 +12,7 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/dropout.h"
 #include "kernels/cpu/embedding.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/rope.h"
@@ -118,6 +119,8 @@ struct RoFormerModel::Impl {
   TpRegion tp;
   ParamStore store;
   std::vector<float> rope;  // [max_positions, head_dim]
+  // model.precision: bf16 GEMMs for the duration of each forward/backward
+  GemmPrecision gemm_precision = GemmPrecision::kFp32;
 
   // parameter offsets
   int64_t word = 0, type = 0, emb_ln_g = 0, emb_ln_b = 0, proj_w = -1, proj_b = -1;
@@ -199,7 +202,7 @@ void RoFormerModel::Impl::Declare() {
     store.Declare(name, std::move(shape), pl, decay, r, t);
   };
   const auto R = Placement::kReplicated, S0 = Placement::kShardDim0, S1 = Placement::kShardDim1;
-  decl("roformer.embeddings.word_embeddings.weight", {V, E}, S0, true);
+  store.Declare("roformer.embeddings.word_embeddings.weight", {V, E}, S0, true, r, t, d.vocab);
   decl("roformer.embeddings.token_type_embeddings.weight", {d.type_vocab, E}, R, true);
   decl("roformer.embeddings.LayerNorm.weight", {E}, R, false);
   decl("roformer.embeddings.LayerNorm.bias", {E}, R, false);
@@ -233,7 +236,7 @@ void RoFormerModel::Impl::Declare() {
   decl("cls.predictions.transform.dense.bias", {E}, R, false);
   decl("cls.predictions.transform.LayerNorm.weight", {E}, R, false);
   decl("cls.predictions.transform.LayerNorm.bias", {E}, R, false);
-  decl("cls.predictions.bias", {V}, S0, false);
+  store.Declare("cls.predictions.bias", {V}, S0, false, r, t, d.vocab);
   decl("sop.pooler.dense.weight", {H, H}, R, true);
   decl("sop.pooler.dense.bias", {H}, R, false);
   decl("sop.classifier.weight", {2, H}, R, true);
@@ -727,6 +730,13 @@ RoFormerModel::RoFormerModel(const config::ModelConfig& cfg, TpRegion tp, bool w
     Fail("model.vocab_size must be resolved (> 0) before building the model");
   m.d = MakeModelDims(cfg, tp.size(), tp.rank());
   ValidateTpLayout(m.d);
+  if (cfg.precision() == "bf16") {
+    const std::string why = Bf16GemmUnavailableReason();
+    if (!why.empty()) Fail("model.precision: \"bf16\" is unavailable: ", why);
+    m.gemm_precision = GemmPrecision::kBf16;
+  } else if (cfg.precision() != "fp32") {
+    Fail("model.precision must be \"fp32\" or \"bf16\" (got \"", cfg.precision(), "\")");
+  }
   if (cfg.attention_scale() != "sqrt_d" && cfg.attention_scale() != "log_n") {
     Fail("model.attention_scale must be \"sqrt_d\" or \"log_n\" (got \"", cfg.attention_scale(),
          "\")");
@@ -862,6 +872,7 @@ void RoFormerModel::InitWeights(uint64_t seed) {
 LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
                                          bool backward, float grad_scale) {
   Impl& m = *impl_;
+  ScopedGemmPrecision precision(m.gemm_precision);
   const auto t0 = std::chrono::steady_clock::now();
   m.EncoderForward(batch, dropout);
   const int64_t BL = static_cast<int64_t>(m.B) * m.L;
@@ -896,6 +907,7 @@ void RoFormerModel::Infer(const Batch& batch, std::vector<float>* mlm_logits,
                           std::vector<float>* sequence_output,
                           std::vector<std::vector<float>>* hidden_states) {
   Impl& m = *impl_;
+  ScopedGemmPrecision precision(m.gemm_precision);
   const float* seq = m.EncoderForward(batch, DropoutContext{});
   const int64_t BL = static_cast<int64_t>(m.B) * m.L;
   const int H = m.d.hidden;
@@ -921,6 +933,7 @@ void RoFormerModel::Infer(const Batch& batch, std::vector<float>* mlm_logits,
 }
 
 const float* RoFormerModel::EncoderForward(const Batch& batch, const DropoutContext& dropout) {
+  ScopedGemmPrecision precision(impl_->gemm_precision);
   return impl_->EncoderForward(batch, dropout);
 }
 
@@ -928,6 +941,7 @@ void RoFormerModel::EncoderBackward(const float* d_sequence_output, float grad_s
   Impl& m = *impl_;
   const int64_t n = static_cast<int64_t>(m.B) * m.L * m.d.hidden;
   CHECK_GT(n, 0) << "EncoderBackward before EncoderForward";
+  ScopedGemmPrecision precision(m.gemm_precision);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) m.d_seq[i] = d_sequence_output[i] * grad_scale;
   m.EncoderBackward();

@@ -323,6 +323,12 @@ void Trainer::Run(int64_t max_steps) {
   if (step_ == 0 && t.eval_every() > 0) Evaluate();
   while (step_ < stop) {
     Step();
+    // An async save commits at the first step after every rank's writer is done (one collective
+    // flag round per step while it is in flight; see AsyncCheckpointer).
+    if (async_ckpt_ && async_ckpt_->pending()) {
+      std::string dir = async_ckpt_->TryCommit();
+      if (!dir.empty() && !opt_.quiet) LOG(INFO) << "checkpoint " << dir << " committed";
+    }
     if (t.eval_every() > 0 && step_ % t.eval_every() == 0 && step_ != t.steps()) Evaluate();
     if (cfg_.checkpoint().every() > 0 && step_ % cfg_.checkpoint().every() == 0)
       SaveCheckpointNow();
@@ -331,10 +337,20 @@ void Trainer::Run(int64_t max_steps) {
     Evaluate();
     SaveCheckpointNow();
   }
+  WaitForCheckpoint();
+}
+
+void Trainer::WaitForCheckpoint() {
+  if (!async_ckpt_ || !async_ckpt_->pending()) return;
+  auto t0 = std::chrono::steady_clock::now();
+  std::string dir = async_ckpt_->Wait();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!opt_.quiet) LOG(INFO) << "checkpoint " << dir << " committed (waited " << s << " s)";
 }
 
 void Trainer::SaveCheckpointNow() {
-  if (opt_.checkpoint_dir.empty()) return;
+  if (opt_.checkpoint_dir.empty() || last_saved_step_ == step_) return;
+  last_saved_step_ = step_;
   const auto& t = cfg_.train();
   TrainState st;
   st.step = step_;
@@ -362,9 +378,26 @@ void Trainer::SaveCheckpointNow() {
   // ZeRO-1 keeps Adam state only on each rank's share; DP rank 0 writes it, so gather first.
   reducer_->GatherOptimizerState();
   auto t0 = std::chrono::steady_clock::now();
+  auto since = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  if (cfg_.checkpoint().async()) {
+    if (!async_ckpt_) async_ckpt_ = std::make_unique<AsyncCheckpointer>();
+    if (async_ckpt_->pending()) {
+      std::string prev = async_ckpt_->Wait();
+      if (!opt_.quiet)
+        LOG(INFO) << "checkpoint " << prev << " committed (waited " << since() << " s)";
+      t0 = std::chrono::steady_clock::now();
+    }
+    async_ckpt_->Start(opt_.checkpoint_dir, model_->store(), cfg_, st, so);
+    if (!opt_.quiet) {
+      LOG(INFO) << "checkpoint " << CheckpointStepDir(opt_.checkpoint_dir, st.step)
+                << ": snapshot in " << since() << " s, writing in the background";
+    }
+    return;
+  }
   std::string dir = SaveCheckpoint(opt_.checkpoint_dir, model_->store(), cfg_, st, so);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!opt_.quiet) LOG(INFO) << "checkpoint " << dir << " (" << s << " s)";
+  if (!opt_.quiet) LOG(INFO) << "checkpoint " << dir << " (" << since() << " s)";
 }
 
 bool Trainer::ResumeFromLatest() {

@@ -77,8 +77,13 @@ class Trainer {
 
   EvalResult Evaluate();
 
-  // Writes a checkpoint of the current state (no-op without checkpoint_dir).
+  // Writes a checkpoint of the current state (no-op without checkpoint_dir, or when this step was
+  // already saved). With checkpoint.async it only snapshots the state; the write finishes in the
+  // background and commits at a later step, the next save, or WaitForCheckpoint().
   void SaveCheckpointNow();
+  // Blocks until an async checkpoint in flight is committed (Run() calls it before returning);
+  // re-throws its error. Collective under MPI, like SaveCheckpointNow.
+  void WaitForCheckpoint();
 
   int64_t step() const { return step_; }
   int64_t consumed_samples() const { return consumed_samples_; }
@@ -108,6 +113,8 @@ class Trainer {
   Communicator* tp_ = nullptr;
   Communicator* dp_ = nullptr;
   std::unique_ptr<GradReducer> reducer_;
+  std::unique_ptr<AsyncCheckpointer> async_ckpt_;  // checkpoint.async
+  int64_t last_saved_step_ = -1;
   bool progress_line_ = false;  // stderr is a terminal: show a live progress line
   // Per-rank seconds since the last log line: data, forward, backward, exposed TP communication
   // (inside forward/backward), exposed DP communication, optimizer. Reported as min/max over ranks.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "runtime/config.h"
@@ -689,24 +691,48 @@ class ChunkWriter {
   std::vector<ckpt::ChunkFile> done_;
 };
 
-ckpt::Manifest WriteRankShards(const std::string& dir, const ParamStore& store,
-                               const SaveOptions& opt) {
-  const int tp_rank = opt.rank % opt.tp, dp_rank = opt.rank / opt.tp;
-  ckpt::Manifest frag;
-  if (dp_rank != 0) return frag;  // DP replicas hold identical state (no ZeRO slicing yet)
-  ChunkWriter w(dir, opt.rank, opt.max_chunk_bytes, opt.fsync);
-  std::vector<std::pair<ckpt::TensorKind, const std::vector<float>*>> kinds = {
-      {ckpt::PARAM, &store.params()}};
-  if (opt.with_optimizer) {
+// What a save reads: the declarations and the three flat buffers, either a live ParamStore or an
+// async snapshot of one.
+struct StoreView {
+  const std::vector<ParamInfo>* infos = nullptr;
+  const float* params = nullptr;
+  const float* m = nullptr;  // null when Adam state is not saved
+  const float* v = nullptr;
+};
+
+StoreView ViewOf(const ParamStore& store, bool with_optimizer) {
+  CHECK_EQ(static_cast<int64_t>(store.params().size()), store.size()) << "store not allocated";
+  StoreView sv;
+  sv.infos = &store.infos();
+  sv.params = store.params().data();
+  if (with_optimizer) {
     CHECK_EQ(static_cast<int64_t>(store.adam_m().size()), store.size())
         << "SaveOptions.with_optimizer needs Adam state allocated";
     CHECK_EQ(static_cast<int64_t>(store.adam_v().size()), store.size());
-    kinds.push_back({ckpt::ADAM_M, &store.adam_m()});
-    kinds.push_back({ckpt::ADAM_V, &store.adam_v()});
+    sv.m = store.adam_m().data();
+    sv.v = store.adam_v().data();
   }
-  CHECK_EQ(static_cast<int64_t>(store.params().size()), store.size()) << "store not allocated";
+  return sv;
+}
+
+// True for the rank that writes anything (DP replicas hold identical state; ZeRO-1 m/v are
+// gathered before a save).
+bool WritesShards(const SaveOptions& opt) { return opt.rank / opt.tp == 0; }
+
+ckpt::Manifest WriteRankShards(const std::string& dir, const StoreView& store,
+                               const SaveOptions& opt) {
+  const int tp_rank = opt.rank % opt.tp;
+  ckpt::Manifest frag;
+  if (!WritesShards(opt)) return frag;
+  ChunkWriter w(dir, opt.rank, opt.max_chunk_bytes, opt.fsync);
+  std::vector<std::pair<ckpt::TensorKind, const float*>> kinds = {{ckpt::PARAM, store.params}};
+  if (opt.with_optimizer) {
+    CHECK(store.m != nullptr && store.v != nullptr);
+    kinds.push_back({ckpt::ADAM_M, store.m});
+    kinds.push_back({ckpt::ADAM_V, store.v});
+  }
   for (const auto& [kind, buf] : kinds) {
-    for (const auto& pi : store.infos()) {
+    for (const auto& pi : *store.infos) {
       const int sd = ShardDim(pi.placement);
       if (sd < 0 && tp_rank != 0) continue;  // replicated: written once, by tp rank 0
       if (sd >= 0 && (pi.local_shape[sd] * opt.tp != pi.global_shape[sd] ||
@@ -727,7 +753,7 @@ ckpt::Manifest WriteRankShards(const std::string& dir, const ParamStore& store,
       int64_t slab = 1;
       for (int d = 1; d < nd; ++d) slab *= pi.local_shape[d];
       const int64_t rows = nd == 0 ? 1 : pi.local_shape[0];
-      const char* data = reinterpret_cast<const char*>(buf->data() + pi.offset);
+      const char* data = reinterpret_cast<const char*>(buf + pi.offset);
       w.Append(data, rows, static_cast<uint64_t>(slab) * sizeof(float),
                [&](const std::string& file, uint64_t off, int64_t r0, int64_t nr, uint32_t crc) {
                  ckpt::Shard* s = t->add_shards();
@@ -830,109 +856,225 @@ std::string CheckpointStepDir(const std::string& root, int64_t step) {
   return (fs::path(root) / StepName(step)).string();
 }
 
-std::string SaveCheckpoint(const std::string& root, const ParamStore& store,
-                           const config::Config& cfg, const TrainState& st,
-                           const SaveOptions& opt) {
+namespace {
+
+void CheckSaveOptions(const SaveOptions& opt, const TrainState& st) {
   CHECK_GE(opt.rank, 0);
   CHECK_LT(opt.rank, opt.world);
   CHECK_GE(opt.tp, 1);
   CHECK_EQ(opt.world % opt.tp, 0) << "world " << opt.world << " is not a multiple of tp " << opt.tp;
   CHECK(opt.world == 1 || opt.all_ok) << "SaveOptions.all_ok is required when world > 1";
   CHECK_GE(st.step, 0);
-  const std::string final_dir = CheckpointStepDir(root, st.step);
-  const std::string tmp = final_dir + ".tmp";
+}
 
-  // Runs one phase on every rank; all ranks throw if any rank failed.
-  auto phase = [&](const char* what, const std::function<void()>& fn) {
-    std::exception_ptr err;
+// Runs one phase on every rank; all ranks throw if any rank failed. `err` carries a failure that
+// happened earlier (e.g. on the async writer thread) into the round.
+void Phase(const SaveOptions& opt, const std::string& root, int64_t step, const char* what,
+           const std::function<void()>& fn, std::exception_ptr err = nullptr) {
+  if (!err) {
     try {
       fn();
     } catch (...) {
       err = std::current_exception();
     }
-    bool all = opt.world == 1 ? !err : opt.all_ok(!err);
-    if (err) std::rethrow_exception(err);
-    if (!all) {
-      Fail("checkpoint save of step ", st.step, " into ", root, " failed on another rank while ",
-           what);
-    }
-  };
+  }
+  bool all = opt.world == 1 ? !err : opt.all_ok(!err);
+  if (err) std::rethrow_exception(err);
+  if (!all) {
+    Fail("checkpoint save of step ", step, " into ", root, " failed on another rank while ", what);
+  }
+}
 
-  phase("preparing the directory", [&] {
-    if (opt.rank != 0) return;
-    std::error_code ec;
-    fs::create_directories(root, ec);
-    if (ec) Fail("checkpoint: creating ", root, ": ", ec.message());
-    fs::remove_all(tmp, ec);
-    if (ec) Fail("checkpoint: removing stale ", tmp, ": ", ec.message());
-    if (!fs::create_directory(tmp, ec) || ec)
-      Fail("checkpoint: creating ", tmp, ": ", ec.message());
-  });
+// Rank 0: a fresh, empty <root>/step_<N>.tmp.
+void PrepareTmp(const std::string& root, const std::string& tmp) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) Fail("checkpoint: creating ", root, ": ", ec.message());
+  fs::remove_all(tmp, ec);
+  if (ec) Fail("checkpoint: removing stale ", tmp, ": ", ec.message());
+  if (!fs::create_directory(tmp, ec) || ec) Fail("checkpoint: creating ", tmp, ": ", ec.message());
+}
 
-  ckpt::Manifest frag;
-  phase("writing tensor chunks", [&] {
-    frag = WriteRankShards(tmp, store, opt);
-    if (opt.world > 1) {
-      frag.set_fragment_rank(opt.rank);
-      frag.set_format_version(kCheckpointFormatVersion);
-      WriteFileDurable(tmp + "/manifest-r" + std::to_string(opt.rank) + ".part",
-                       FrameManifest(frag), opt.fsync);
-    }
-  });
+// Every rank: its chunk files and (world > 1) its manifest fragment. No collectives.
+ckpt::Manifest WriteFragment(const std::string& tmp, const StoreView& view,
+                             const SaveOptions& opt) {
+  ckpt::Manifest frag = WriteRankShards(tmp, view, opt);
+  if (opt.world > 1) {
+    frag.set_fragment_rank(opt.rank);
+    frag.set_format_version(kCheckpointFormatVersion);
+    WriteFileDurable(tmp + "/manifest-r" + std::to_string(opt.rank) + ".part", FrameManifest(frag),
+                     opt.fsync);
+  }
+  return frag;
+}
 
-  phase("committing", [&] {
-    if (opt.rank != 0) return;
-    ckpt::Manifest m;
-    m.set_format_version(kCheckpointFormatVersion);
-    m.set_software_version(kSoftwareVersion);
-    *m.mutable_model() = cfg.model();
-    FillScalarDefaults(m.mutable_model());
-    m.set_config_text(ConfigToText(cfg));
-    auto* v = m.mutable_vocab();
-    v->set_path(opt.vocab.path);
-    v->set_size(opt.vocab.size);
-    v->set_padded_size(opt.vocab.padded_size);
-    v->set_tokens_hash(opt.vocab.tokens_hash);
-    auto* tr = m.mutable_train();
-    tr->set_step(st.step);
-    tr->set_consumed_samples(st.consumed_samples);
-    tr->set_data_seed(st.seed);
-    tr->set_lr(st.lr);
-    tr->set_warmup_steps(st.warmup_steps);
-    tr->set_total_steps(st.total_steps);
-    tr->set_growth_stage(st.growth_stage);
-    tr->set_skipped_steps(st.skipped_steps);
-    tr->set_adam_step(st.adam_step);
-    auto* l = m.mutable_layout();
-    l->set_tp(opt.tp);
-    l->set_dp(opt.world / opt.tp);
-    l->set_zero_stage(opt.zero_stage);
-    l->set_world_size(opt.world);
-    for (const auto& [k, val] : opt.metadata) (*m.mutable_metadata())[k] = val;
-    m.set_created_unix_time(static_cast<int64_t>(std::time(nullptr)));
-    std::map<std::pair<std::string, int>, int> index;
-    if (opt.world == 1) {
-      MergeFragment(frag, tmp, &m, &index);
-    } else {
-      for (int r = 0; r < opt.world; ++r) {
-        std::string p = tmp + "/manifest-r" + std::to_string(r) + ".part";
-        MergeFragment(ReadFramed(p), p, &m, &index);
-      }
-    }
-    ValidateManifest(m, tmp + "/" + kManifestName);
-    WriteFileDurable(tmp + "/" + kManifestName, FrameManifest(m), opt.fsync);
-    for (int r = 0; opt.world > 1 && r < opt.world; ++r) {
+// Rank 0, once every rank's fragment is durable: merges the fragments into manifest.pb, renames
+// the directory into place, updates `latest` and prunes. `frag` is rank 0's own (world == 1).
+void CommitTmp(const std::string& root, const std::string& tmp, const std::string& final_dir,
+               const config::Config& cfg, const TrainState& st, const SaveOptions& opt,
+               const ckpt::Manifest& frag) {
+  ckpt::Manifest m;
+  m.set_format_version(kCheckpointFormatVersion);
+  m.set_software_version(kSoftwareVersion);
+  *m.mutable_model() = cfg.model();
+  FillScalarDefaults(m.mutable_model());
+  m.set_config_text(ConfigToText(cfg));
+  auto* v = m.mutable_vocab();
+  v->set_path(opt.vocab.path);
+  v->set_size(opt.vocab.size);
+  v->set_padded_size(opt.vocab.padded_size);
+  v->set_tokens_hash(opt.vocab.tokens_hash);
+  auto* tr = m.mutable_train();
+  tr->set_step(st.step);
+  tr->set_consumed_samples(st.consumed_samples);
+  tr->set_data_seed(st.seed);
+  tr->set_lr(st.lr);
+  tr->set_warmup_steps(st.warmup_steps);
+  tr->set_total_steps(st.total_steps);
+  tr->set_growth_stage(st.growth_stage);
+  tr->set_skipped_steps(st.skipped_steps);
+  tr->set_adam_step(st.adam_step);
+  auto* l = m.mutable_layout();
+  l->set_tp(opt.tp);
+  l->set_dp(opt.world / opt.tp);
+  l->set_zero_stage(opt.zero_stage);
+  l->set_world_size(opt.world);
+  for (const auto& [k, val] : opt.metadata) (*m.mutable_metadata())[k] = val;
+  m.set_created_unix_time(static_cast<int64_t>(std::time(nullptr)));
+  std::map<std::pair<std::string, int>, int> index;
+  if (opt.world == 1) {
+    MergeFragment(frag, tmp, &m, &index);
+  } else {
+    for (int r = 0; r < opt.world; ++r) {
       std::string p = tmp + "/manifest-r" + std::to_string(r) + ".part";
-      if (::unlink(p.c_str()) != 0) Fail("checkpoint: removing ", p, ": ", Errno());
+      MergeFragment(ReadFramed(p), p, &m, &index);
     }
-    if (opt.fsync) FsyncDir(tmp);
-    CommitDir(tmp, final_dir);
-    if (opt.fsync) FsyncDir(root);
-    WriteLatest(root, StepName(st.step), opt.fsync);
-    Prune(root, opt.keep, final_dir, opt.fsync);
+  }
+  ValidateManifest(m, tmp + "/" + kManifestName);
+  WriteFileDurable(tmp + "/" + kManifestName, FrameManifest(m), opt.fsync);
+  for (int r = 0; opt.world > 1 && r < opt.world; ++r) {
+    std::string p = tmp + "/manifest-r" + std::to_string(r) + ".part";
+    if (::unlink(p.c_str()) != 0) Fail("checkpoint: removing ", p, ": ", Errno());
+  }
+  if (opt.fsync) FsyncDir(tmp);
+  CommitDir(tmp, final_dir);
+  if (opt.fsync) FsyncDir(root);
+  WriteLatest(root, StepName(st.step), opt.fsync);
+  Prune(root, opt.keep, final_dir, opt.fsync);
+}
+
+}  // namespace
+
+std::string SaveCheckpoint(const std::string& root, const ParamStore& store,
+                           const config::Config& cfg, const TrainState& st,
+                           const SaveOptions& opt) {
+  CheckSaveOptions(opt, st);
+  const std::string final_dir = CheckpointStepDir(root, st.step);
+  const std::string tmp = final_dir + ".tmp";
+  Phase(opt, root, st.step, "preparing the directory", [&] {
+    if (opt.rank == 0) PrepareTmp(root, tmp);
+  });
+  ckpt::Manifest frag;
+  Phase(opt, root, st.step, "writing tensor chunks",
+        [&] { frag = WriteFragment(tmp, ViewOf(store, opt.with_optimizer), opt); });
+  Phase(opt, root, st.step, "committing", [&] {
+    if (opt.rank == 0) CommitTmp(root, tmp, final_dir, cfg, st, opt, frag);
   });
   return final_dir;
 }
+
+// ---- asynchronous save ----
+
+struct AsyncCheckpointer::Pending {
+  std::string root, tmp, final_dir;
+  config::Config cfg;
+  TrainState st;
+  SaveOptions opt;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  std::exception_ptr err;  // set by the thread before `done`
+  ckpt::Manifest frag;
+};
+
+AsyncCheckpointer::AsyncCheckpointer() = default;
+
+AsyncCheckpointer::~AsyncCheckpointer() {
+  // No collectives here: an unwinding caller (an Error elsewhere) must not block on other ranks.
+  // The uncommitted step_<N>.tmp is removed by a later save.
+  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+}
+
+void AsyncCheckpointer::Start(const std::string& root, const ParamStore& store,
+                              const config::Config& cfg, const TrainState& st,
+                              const SaveOptions& opt) {
+  CheckSaveOptions(opt, st);
+  Wait();
+  auto p = std::make_unique<Pending>();
+  p->root = root;
+  p->final_dir = CheckpointStepDir(root, st.step);
+  p->tmp = p->final_dir + ".tmp";
+  p->cfg = cfg;
+  p->st = st;
+  p->opt = opt;
+  Phase(opt, root, st.step, "preparing the directory", [&] {
+    if (opt.rank == 0) PrepareTmp(root, p->tmp);
+  });
+  // The snapshot: only ranks that write anything copy, and the buffers are reused across saves.
+  StoreView view;
+  view.infos = &infos_;
+  if (WritesShards(opt)) {
+    StoreView live = ViewOf(store, opt.with_optimizer);
+    infos_ = store.infos();
+    const size_t n = static_cast<size_t>(store.size());
+    params_.assign(live.params, live.params + n);
+    view.params = params_.data();
+    if (opt.with_optimizer) {
+      m_.assign(live.m, live.m + n);
+      v_.assign(live.v, live.v + n);
+      view.m = m_.data();
+      view.v = v_.data();
+    }
+  }
+  Pending* raw = p.get();
+  std::function<void()> hook = before_write_for_test;
+  p->thread = std::thread([raw, view, hook] {
+    try {
+      if (hook) hook();
+      raw->frag = WriteFragment(raw->tmp, view, raw->opt);
+    } catch (...) {
+      raw->err = std::current_exception();
+    }
+    raw->done.store(true, std::memory_order_release);
+  });
+  pending_ = std::move(p);
+}
+
+bool AsyncCheckpointer::pending() const { return pending_ != nullptr; }
+
+std::string AsyncCheckpointer::Finish(bool block) {
+  if (!pending_) return "";
+  Pending& p = *pending_;
+  if (block) {
+    if (p.thread.joinable()) p.thread.join();
+  } else {
+    bool local = p.done.load(std::memory_order_acquire);
+    bool all = p.opt.world == 1 ? local : p.opt.all_ok(local);
+    if (!all) return "";
+  }
+  if (p.thread.joinable()) p.thread.join();
+  // From here the save is over whatever happens: a failure leaves the .tmp for a later save.
+  std::unique_ptr<Pending> own = std::move(pending_);
+  Phase(
+      p.opt, p.root, p.st.step, "writing tensor chunks (in the background)", [] {}, p.err);
+  Phase(p.opt, p.root, p.st.step, "committing", [&] {
+    if (p.opt.rank == 0) CommitTmp(p.root, p.tmp, p.final_dir, p.cfg, p.st, p.opt, p.frag);
+  });
+  return p.final_dir;
+}
+
+std::string AsyncCheckpointer::TryCommit() { return Finish(/*block=*/false); }
+
+std::string AsyncCheckpointer::Wait() { return Finish(/*block=*/true); }
 
 std::vector<std::string> ListCompleteCheckpoints(const std::string& root) {
   std::vector<std::pair<int64_t, std::string>> found;
@@ -1057,6 +1199,41 @@ VerifyReport VerifyCheckpoint(const std::string& path) {
   return rep;
 }
 
+int64_t PaddedRowsToCopy(const std::string& what, int64_t logical_rows,
+                         const std::vector<int64_t>& from_shape, const float* from,
+                         const std::vector<int64_t>& to_shape, const std::string& from_label,
+                         const std::string& to_label) {
+  auto mismatch = [&](const std::string& why) {
+    Fail(what, " has global shape ", ShapeStr(from_shape), " in ", from_label, " but ",
+         ShapeStr(to_shape), " in ", to_label, why);
+  };
+  if (from_shape == to_shape) return from_shape.empty() ? 1 : from_shape[0];
+  if (logical_rows < 0 || from_shape.empty() || from_shape.size() != to_shape.size() ||
+      !std::equal(from_shape.begin() + 1, from_shape.end(), to_shape.begin() + 1)) {
+    mismatch("");
+  }
+  if (std::min(from_shape[0], to_shape[0]) < logical_rows) {
+    mismatch(" (only dim 0 may differ, by padding beyond the " + std::to_string(logical_rows) +
+             " logical rows; a different vocab?)");
+  }
+  if (from_shape[0] > to_shape[0]) {
+    // Trimmed rows lie beyond logical_rows: zero by construction (no gradient ever reaches them).
+    int64_t slab = 1;
+    for (size_t d = 1; d < from_shape.size(); ++d) slab *= from_shape[d];
+    const float* p = from + to_shape[0] * slab;
+    const float* e = from + from_shape[0] * slab;
+    const float* bad = std::find_if(p, e, [](float x) { return x != 0.0f; });
+    if (bad != e) {
+      const int64_t row = to_shape[0] + (bad - p) / slab;
+      mismatch(": padding row " + std::to_string(row) + " (beyond the " +
+               std::to_string(logical_rows) + " logical rows, dropped for this layout) holds " +
+               std::to_string(*bad) + " instead of 0");
+    }
+    return to_shape[0];
+  }
+  return from_shape[0];
+}
+
 void RestoreInto(const LoadedCheckpoint& ck, ParamStore* store, bool with_optimizer,
                  bool allow_unused) {
   CHECK_EQ(static_cast<int64_t>(store->params().size()), store->size()) << "store not allocated";
@@ -1079,17 +1256,22 @@ void RestoreInto(const LoadedCheckpoint& ck, ParamStore* store, bool with_optimi
              kind != ckpt::PARAM && !any_opt ? " (it was saved or loaded without optimizer state)"
                                              : "");
       }
-      if (t->shape != pi.global_shape) {
-        Fail("checkpoint ", ck.dir, ": tensor '", pi.name, "' (", KindName(kind),
-             ") has global shape ", ShapeStr(t->shape), " in the checkpoint but ",
-             ShapeStr(pi.global_shape), " in the model");
-      }
+      const int64_t ck_rows = PaddedRowsToCopy(
+          "checkpoint " + ck.dir + ": tensor '" + pi.name + "' (" + KindName(kind) + ")",
+          pi.logical_rows, t->shape, t->data.data(), pi.global_shape, "the checkpoint",
+          "the model");
       std::vector<int64_t> off(pi.global_shape.size(), 0);
       int sd = ShardDim(pi.placement);
       if (sd >= 0) off[sd] = pi.shard_start;
       std::vector<int64_t> zero(pi.local_shape.size(), 0);
-      CopyBox(t->data.data(), t->shape, off, buf->data() + pi.offset, pi.local_shape, zero,
-              pi.local_shape);
+      std::vector<int64_t> ext = pi.local_shape;
+      float* dst = buf->data() + pi.offset;
+      if (!ext.empty() && off[0] + ext[0] > ck_rows) {
+        // Padded rows the checkpoint's layout did not have: zero, like a fresh model's.
+        std::fill(dst, dst + pi.numel, 0.0f);
+        ext[0] = std::max<int64_t>(0, ck_rows - off[0]);
+      }
+      CopyBox(t->data.data(), t->shape, off, dst, pi.local_shape, zero, ext);
     }
   }
   if (!allow_unused) {

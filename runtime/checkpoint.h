@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,70 @@ std::string SaveCheckpoint(const std::string& root, const ParamStore& store,
                            const config::Config& cfg, const TrainState& st,
                            const SaveOptions& opt = {});
 
+// Asynchronous save (checkpoint.async: true): the training step stalls only for a host copy.
+//
+// Start() finishes the previous async save (below), prepares <root>/step_<N>.tmp (rank 0, one
+// all_ok round, on the caller's thread), copies what this rank writes (params and Adam m/v, only on
+// DP rank 0: other ranks write nothing) into host buffers owned by the checkpointer (reused across
+// saves; BERT-base with Adam: 1.3 GB), and returns; a background thread then writes this rank's
+// chunk files and manifest fragment and fsyncs them.
+//
+// Multi-rank design: the background thread issues NO collectives. Collectives on one communicator
+// must be issued in the same order by every rank, and a writer thread racing the training loop's
+// collectives would break that (and would need its own communicator and watchdog). Instead the
+// commit -- rank 0 merging the fragments into manifest.pb, renaming into step_<N>, updating
+// `latest`, pruning -- happens on the caller's (training) thread at the next synchronization point:
+//   * TryCommit(): called once per training step while a save is pending. One AND-round "has every
+//     rank's writer finished?"; when yes, the same two rounds as a synchronous save (any rank's
+//     write error -> every rank throws; rank 0 commits -> every rank learns the outcome). Returns
+//     the committed directory, or "" while writers are still busy.
+//   * Start() of the next save and Wait() (the end of the run) block until the local writer is
+//     done and then run those rounds.
+// All three are collective (SaveOptions::all_ok) when world > 1: every rank calls them at the same
+// points, which the deterministic step loop guarantees. A background write error is re-thrown (as
+// Error) at whichever of them finds it, on every rank. Until the commit, the checkpoint does not
+// exist for readers: a crash meanwhile leaves step_<N>.tmp (removed by a later save), and resume
+// uses the previous complete checkpoint. The destructor joins the writer without committing and
+// without collectives (safe while unwinding from an error).
+class AsyncCheckpointer {
+ public:
+  AsyncCheckpointer();
+  ~AsyncCheckpointer();
+  AsyncCheckpointer(const AsyncCheckpointer&) = delete;
+  AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
+
+  // Same arguments as SaveCheckpoint; returns once the snapshot is taken.
+  void Start(const std::string& root, const ParamStore& store, const config::Config& cfg,
+             const TrainState& st, const SaveOptions& opt);
+  // Non-blocking commit attempt (see above); "" when nothing was committed.
+  std::string TryCommit();
+  // Blocks until the pending save is committed; its directory, or "" when none was pending.
+  std::string Wait();
+  bool pending() const;
+
+  // Test seam: runs on the writer thread before it writes (throw to simulate an I/O failure).
+  std::function<void()> before_write_for_test;
+
+ private:
+  struct Pending;
+  std::string Finish(bool block);
+  std::unique_ptr<Pending> pending_;
+  std::vector<ParamInfo> infos_;
+  std::vector<float> params_, m_, v_;
+};
+
+// The padded-rows rule shared by RestoreInto and `roformer ckpt diff`: a tensor of shape
+// `from_shape` (data `from`) stands for one of shape `to_shape` when the shapes are equal, or when
+// logical_rows >= 0 (ParamInfo::logical_rows: vocab rows padded to a multiple of 128 * tp), they
+// differ only in dim 0, both dim-0 sizes are >= logical_rows and every row of `from` beyond
+// to_shape[0] is exactly 0 (padding rows never receive a gradient, so params and Adam m/v stay 0).
+// Returns how many leading rows to copy (rows of `to` beyond that are zero). Otherwise throws
+// Error "<what> has global shape [..] in <from_label> but [..] in <to_label>...".
+int64_t PaddedRowsToCopy(const std::string& what, int64_t logical_rows,
+                         const std::vector<int64_t>& from_shape, const float* from,
+                         const std::vector<int64_t>& to_shape, const std::string& from_label,
+                         const std::string& to_label);
+
 // One logical tensor, assembled to its global shape (row-major).
 struct LoadedTensor {
   std::string name;
@@ -129,10 +194,12 @@ struct LoadedCheckpoint {
 LoadedCheckpoint LoadCheckpoint(const std::string& path, bool with_optimizer = true);
 
 // Copies into `store` the slice of every declared tensor that this rank owns (ParamInfo placement,
-// shard_start, local_shape), so a checkpoint saved under any TP layout restores under any other.
-// Throws Error naming the tensor when it is missing from the checkpoint or its global shape differs
-// (both shapes in the message), and, unless allow_unused, when the checkpoint holds a tensor the
-// store does not declare.
+// shard_start, local_shape), so a checkpoint saved under any TP layout restores under any other:
+// tensors with ParamInfo::logical_rows (the TP-padded vocab rows) are padded with zero rows or
+// trimmed per PaddedRowsToCopy (trimmed rows must be 0 in params and m/v). Throws Error naming the
+// tensor when it is missing from the checkpoint or its global shape differs otherwise (both shapes
+// in the message), and, unless allow_unused, when the checkpoint holds a tensor the store does not
+// declare.
 void RestoreInto(const LoadedCheckpoint& ckpt, ParamStore* store, bool with_optimizer,
                  bool allow_unused = false);
 

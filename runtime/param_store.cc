@@ -9,7 +9,8 @@
 namespace roformer {
 
 void ParamStore::Declare(const std::string& name, std::vector<int64_t> global_shape,
-                         Placement placement, bool weight_decay, int tp_rank, int tp_size) {
+                         Placement placement, bool weight_decay, int tp_rank, int tp_size,
+                         int64_t logical_rows) {
   CHECK(params_.empty()) << "Declare after Allocate: " << name;
   CHECK(!index_.count(name)) << "duplicate parameter " << name;
   ParamInfo p;
@@ -18,6 +19,11 @@ void ParamStore::Declare(const std::string& name, std::vector<int64_t> global_sh
   p.local_shape = global_shape;
   p.placement = placement;
   p.weight_decay = weight_decay;
+  if (logical_rows >= 0) {
+    CHECK(!global_shape.empty() && logical_rows <= global_shape[0])
+        << name << ": logical_rows " << logical_rows << " outside dim 0";
+    p.logical_rows = logical_rows;
+  }
   int dim = placement == Placement::kShardDim0 ? 0 : placement == Placement::kShardDim1 ? 1 : -1;
   if (dim >= 0) {
     CHECK_LT(dim, static_cast<int>(global_shape.size())) << name;

@@ -28,14 +28,21 @@ struct ParamInfo {
   bool weight_decay = true;  // false for LayerNorm weights, biases
   // For sharded tensors: where the local shard starts along the sharded dim (global coordinates).
   int64_t shard_start = 0;
+  // Rows of dim 0 that carry meaning when the tensor is padded to a TP-dependent row count (the
+  // vocab-sized word embeddings and MLM bias: padded to a multiple of 128 * tp); rows from here on
+  // are zero by construction (never initialised, never receive a gradient, so AdamW keeps them and
+  // their moments at exactly 0). -1: not padded, the global shape is layout-independent. Checkpoint
+  // loading pads/trims dim 0 of such tensors so any TP layout restores any other.
+  int64_t logical_rows = -1;
 };
 
 class ParamStore {
  public:
   // Declares a tensor; call before Allocate(). `tp_rank`/`tp_size` shard along the placement's dim
-  // (which must divide evenly; checked by the caller's config validation).
+  // (which must divide evenly; checked by the caller's config validation). `logical_rows` >= 0
+  // marks a tensor whose dim 0 is padded beyond that many meaningful rows (ParamInfo).
   void Declare(const std::string& name, std::vector<int64_t> global_shape, Placement placement,
-               bool weight_decay, int tp_rank = 0, int tp_size = 1);
+               bool weight_decay, int tp_rank = 0, int tp_size = 1, int64_t logical_rows = -1);
   // Allocates params, grads, m and v (zero-filled). `with_optimizer` false skips m and v.
   void Allocate(bool with_optimizer = true);
 
