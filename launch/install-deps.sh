@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libprotobuf-dev protobuf-compiler
       libgoogle-glog-dev libgtest-dev libopenblas-dev liblapack-dev fortunes-zh manpages-zh
-      gnuplot-nox python3)
+      gnuplot-nox python3 libdnnl-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/vec_math.h"
 #include "runtime/philox.h"
 
 namespace roformer {
@@ -32,21 +33,9 @@ int CountKeys(const int32_t* mask_row, int seq) {
 void ApplyProbDropout(const DropoutSpec& s, int b, int h, int seq, const float* in, float* out) {
   // Row b of the logical [B, heads_global * L * L] view; local head h starts at
   // col_offset + h * L * L.
-  DropoutSpec hs = s;
-  hs.col_offset = s.col_offset + static_cast<int64_t>(h) * seq * seq;
-  const int64_t n = static_cast<int64_t>(seq) * seq;
-  const float scale = 1.0f / (1.0f - s.p);
-  const uint64_t base = static_cast<uint64_t>(b * hs.cols_global + hs.col_offset);
-  uint64_t cached = ~uint64_t{0};
-  std::array<uint32_t, 4> block{};
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t idx = base + static_cast<uint64_t>(i);
-    if ((idx >> 2) != cached) {
-      cached = idx >> 2;
-      block = Philox4x32(s.stream, cached, s.key);
-    }
-    out[i] = U32ToUniform01f(block[idx & 3]) >= s.p ? in[i] * scale : 0.0f;
-  }
+  const uint64_t base =
+      static_cast<uint64_t>(b * s.cols_global + s.col_offset + static_cast<int64_t>(h) * seq * seq);
+  DropoutRange(s, base, static_cast<int64_t>(seq) * seq, in, out);
 }
 
 }  // namespace
@@ -98,12 +87,12 @@ void AttentionForward(const AttentionDims& dims, const AttentionParams& p, const
         srow[j] = logit;
         if ((!mrow || mrow[j]) && logit > mx) mx = logit;
       }
-      float sum = 0.0f;
-      for (int j = 0; j < L; ++j) {
-        const float e = (!mrow || mrow[j]) ? std::exp(srow[j] - mx) : 0.0f;
-        prow[j] = e;
-        sum += e;
+      VecExp(srow, prow, L, mx);
+      if (mrow) {
+        for (int j = 0; j < L; ++j) prow[j] = mrow[j] ? prow[j] : 0.0f;
       }
+      float sum = 0.0f;
+      for (int j = 0; j < L; ++j) sum += prow[j];
       const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
       for (int j = 0; j < L; ++j) prow[j] *= inv;
     }

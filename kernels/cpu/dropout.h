@@ -23,6 +23,16 @@ uint64_t DropoutStreamId(uint64_t step, uint32_t micro, uint32_t layer, uint32_t
 // Keep bit of logical element (row, col_offset + col): uniform >= p.
 bool DropoutKeep(const DropoutSpec& s, int64_t row, int64_t col);
 
+// Philox words of logical elements base .. base + n - 1 of stream s (words[i] is word (base+i) % 4
+// of block (base+i) / 4, bit-identical to WordFromCounter(s.key, s.stream, base + i)); 16 blocks
+// at a time with AVX-512 where available. n <= kDropoutChunk.
+constexpr int64_t kDropoutChunk = 1024;
+void DropoutWords(const DropoutSpec& s, uint64_t base, int64_t n, uint32_t* words);
+
+// out[i] = keep(base + i) ? in[i] / (1 - p) : 0 for n contiguous logical elements starting at
+// logical index base (out may alias in); any n. The building block of every dropout here.
+void DropoutRange(const DropoutSpec& s, uint64_t base, int64_t n, const float* in, float* out);
+
 // y = x * keep / (1 - p) over a local [rows, cols] tensor; y may alias x. Identity copy when p = 0.
 void DropoutForward(const DropoutSpec& s, const float* x, float* y, int64_t rows, int64_t cols);
 // dx = dy * keep / (1 - p) with the regenerated mask; dx may alias dy.

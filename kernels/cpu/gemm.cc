@@ -16,8 +16,12 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
   }
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  if (omp_in_parallel()) {  // a per-head GEMM inside the caller's parallel loop
+  if (omp_in_parallel()) {  // a per-head GEMM inside the caller's parallel loop (always fp32)
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (CurrentGemmPrecision() == GemmPrecision::kBf16) {
+    Bf16Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   // One thread pool for everything: OpenMP splits C into slabs and each slab is a single-threaded

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace roformer {
 
@@ -38,5 +39,40 @@ class ScopedSingleThreadBlas {
  private:
   int saved_;
 };
+
+// ---- bf16 GEMMs (model.precision = "bf16") ----
+// Under kBf16, every top-level Sgemm (one issued outside an OpenMP parallel region: the linear
+// layers, the MLM decoder, the heads) runs as a oneDNN matmul with A and B rounded to bf16
+// (round-to-nearest-even) and fp32 accumulation into the fp32 C (alpha, beta as in Sgemm). The
+// per-(batch, head) attention GEMMs, issued inside the attention kernels' parallel loops, stay
+// fp32: they are ~3 % of the FLOPs at L=128 and too small for the bf16 kernels to pay for the
+// operand conversion. The setting is process-wide (the OpenMP workers see it), so the model sets it
+// for the duration of a forward/backward with ScopedGemmPrecision.
+enum class GemmPrecision { kFp32, kBf16 };
+GemmPrecision CurrentGemmPrecision();
+class ScopedGemmPrecision {
+ public:
+  explicit ScopedGemmPrecision(GemmPrecision p);
+  ~ScopedGemmPrecision();
+  ScopedGemmPrecision(const ScopedGemmPrecision&) = delete;
+  ScopedGemmPrecision& operator=(const ScopedGemmPrecision&) = delete;
+
+ private:
+  GemmPrecision saved_;
+};
+
+// "" when bf16 GEMMs can run in this process; otherwise why not (this build has no oneDNN, or the
+// CPU has neither AVX512-BF16 nor AMX-BF16).
+std::string Bf16GemmUnavailableReason();
+// Short description of the bf16 hardware path in use ("AMX-BF16", "AVX512-BF16"), "" if none.
+std::string Bf16GemmIsa();
+
+// The bf16 GEMM itself (same contract as Sgemm); CHECK-fails when Bf16GemmUnavailableReason() is
+// not empty. Tests call it directly; the model goes through Sgemm + ScopedGemmPrecision.
+void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+              const float* b, int ldb, float beta, float* c, int ldc);
+
+// x rounded to the nearest bf16 (ties to even), returned as fp32: the operand a bf16 GEMM sees.
+float RoundToBf16(float x);
 
 }  // namespace roformer

@@ -1,0 +1,213 @@
+// bf16 x bf16 -> fp32 GEMMs through oneDNN's matmul primitive (brgemm kernels: AMX tiles on CPUs
+// with AMX-BF16, vdpbf16ps dot products on AVX512-BF16 CPUs such as Zen 4 / Cooper Lake).
+#include <glog/logging.h>
+// GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_*) as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#include <omp.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+
+#ifdef ROFORMER_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace roformer {
+
+namespace {
+std::atomic<int> g_precision{static_cast<int>(GemmPrecision::kFp32)};
+
+inline uint16_t F32ToBf16Bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Row-by-row conversion of a stored [rows, cols] fp32 matrix (row stride ld) to a compact bf16 one.
+void ConvertToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+    uint16_t* d = dst + r * cols;
+    int64_t c = 0;
+#if defined(__AVX512BF16__)
+    for (; c + 16 <= cols; c += 16) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + c), reinterpret_cast<const __m256i&>(v));
+    }
+#endif
+    for (; c < cols; ++c) d[c] = F32ToBf16Bits(s[c]);
+  }
+}
+}  // namespace
+
+GemmPrecision CurrentGemmPrecision() {
+  return static_cast<GemmPrecision>(g_precision.load(std::memory_order_relaxed));
+}
+
+ScopedGemmPrecision::ScopedGemmPrecision(GemmPrecision p) : saved_(CurrentGemmPrecision()) {
+  g_precision.store(static_cast<int>(p), std::memory_order_relaxed);
+}
+ScopedGemmPrecision::~ScopedGemmPrecision() {
+  g_precision.store(static_cast<int>(saved_), std::memory_order_relaxed);
+}
+
+float RoundToBf16(float x) {
+  const uint32_t u = static_cast<uint32_t>(F32ToBf16Bits(x)) << 16;
+  float y;
+  std::memcpy(&y, &u, 4);
+  return y;
+}
+
+#ifdef ROFORMER_HAVE_DNNL
+
+namespace {
+
+struct Key {
+  int m, n, k;
+  bool ta, tb;
+  int ldc;
+  float alpha, beta;
+  auto Tie() const { return std::tie(m, n, k, ta, tb, ldc, alpha, beta); }
+  bool operator<(const Key& o) const { return Tie() < o.Tie(); }
+};
+
+struct Entry {
+  dnnl::matmul mm;
+  dnnl::memory::desc a, b, c;
+};
+
+struct Dnnl {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  std::mutex mu;
+  std::map<Key, Entry> cache;
+};
+
+Dnnl& Ctx() {
+  static Dnnl* ctx = new Dnnl();  // leaked: outlives static destructors of callers
+  return *ctx;
+}
+
+Entry GetMatmul(const Key& key) {
+  Dnnl& ctx = Ctx();
+  std::lock_guard<std::mutex> lock(ctx.mu);
+  auto it = ctx.cache.find(key);
+  if (it != ctx.cache.end()) return it->second;
+  // Masked-row counts (MLM head) vary per batch, so M varies; oneDNN's runtime-M matmul falls back
+  // to a slower kernel, so shapes are cached one by one and the cache is bounded.
+  if (ctx.cache.size() >= 1024) ctx.cache.clear();
+  using dt = dnnl::memory::data_type;
+  using dims = dnnl::memory::dims;
+  const int64_t m = key.m, n = key.n, k = key.k;
+  // Operands are compact bf16 copies in their stored layout: op(A) [m, k] is A [m, k] or A^T of a
+  // stored [k, m]; op(B) [k, n] is B [k, n] or B^T of a stored [n, k]. oneDNN takes both as
+  // strides.
+  dnnl::memory::desc a({m, k}, dt::bf16, key.ta ? dims{1, m} : dims{k, 1});
+  dnnl::memory::desc b({k, n}, dt::bf16, key.tb ? dims{1, k} : dims{n, 1});
+  dnnl::memory::desc c({m, n}, dt::f32, dims{key.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
+  if (key.beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(key.beta);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, ctx.eng);
+  VLOG(1) << "bf16 matmul " << m << "x" << n << "x" << k << ": " << pd.impl_info_str();
+  Entry e{dnnl::matmul(pd), a, b, c};
+  ctx.cache.emplace(key, e);
+  return e;
+}
+
+bool CpuHasAmxBf16() {
+  unsigned a, b, c, d;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+  return (d >> 22) & 1u;
+}
+
+}  // namespace
+
+std::string Bf16GemmIsa() {
+  const unsigned isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const unsigned amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  const unsigned bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  if ((isa & amx) == amx) return "AMX-BF16";
+  if ((isa & bf16) == bf16)
+    return CpuHasAmxBf16() ? "AVX512-BF16 (AMX present but not enabled)" : "AVX512-BF16 (no AMX)";
+  return "";
+}
+
+std::string Bf16GemmUnavailableReason() {
+  if (!Bf16GemmIsa().empty()) return "";
+  return "this CPU has neither AVX512-BF16 nor AMX-BF16 (oneDNN's effective ISA is below "
+         "avx512_core_bf16), so bf16 GEMMs would run in emulation; use model.precision: \"fp32\"";
+}
+
+void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+              const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) c[static_cast<int64_t>(i) * ldc + j] *= beta;
+    return;
+  }
+  const std::string why = Bf16GemmUnavailableReason();
+  CHECK(why.empty()) << why;
+  // Grow-once operand buffers (per calling thread). The only per-call allocations left are
+  // oneDNN's small memory handles and execute()'s argument map (its API has no allocation-free
+  // form); the primitives themselves are cached.
+  thread_local std::vector<uint16_t> abuf, bbuf;
+  const int64_t an = static_cast<int64_t>(m) * k, bn = static_cast<int64_t>(k) * n;
+  if (static_cast<int64_t>(abuf.size()) < an) abuf.resize(an);
+  if (static_cast<int64_t>(bbuf.size()) < bn) bbuf.resize(bn);
+  if (trans_a) {
+    ConvertToBf16(a, k, m, lda, abuf.data());
+  } else {
+    ConvertToBf16(a, m, k, lda, abuf.data());
+  }
+  if (trans_b) {
+    ConvertToBf16(b, n, k, ldb, bbuf.data());
+  } else {
+    ConvertToBf16(b, k, n, ldb, bbuf.data());
+  }
+  const Key key{m, n, k, trans_a, trans_b, ldc, alpha, beta};
+  try {
+    const Entry e = GetMatmul(key);
+    Dnnl& ctx = Ctx();
+    dnnl::memory am(e.a, ctx.eng, abuf.data());
+    dnnl::memory bm(e.b, ctx.eng, bbuf.data());
+    dnnl::memory cm(e.c, ctx.eng, c);
+    thread_local dnnl::stream strm(ctx.eng);
+    e.mm.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    strm.wait();
+  } catch (const dnnl::error& e) {
+    LOG(FATAL) << "oneDNN bf16 matmul " << m << "x" << n << "x" << k << " failed: " << e.what();
+  }
+}
+
+#else  // !ROFORMER_HAVE_DNNL
+
+std::string Bf16GemmIsa() { return ""; }
+
+std::string Bf16GemmUnavailableReason() {
+  return "this build has no oneDNN (install libdnnl-dev, e.g. launch/install-deps.sh, and "
+         "re-run cmake)";
+}
+
+void Bf16Gemm(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*,
+              int) {
+  LOG(FATAL) << "Bf16Gemm: " << Bf16GemmUnavailableReason();
+}
+
+#endif
+
+}  // namespace roformer
