@@ -262,6 +262,20 @@ TEST(HfInteropTest, ExportImportRoundTrip) {
     ExportHfModel(*a, out.string(), &dropped);
     auto b = LoadHfModel(out.string(), 3);
     EXPECT_EQ(a->store().params(), b->store().params()) << name;
+    // HF -> ours -> HF: every tensor of the exported file is byte-identical to the original's
+    // (same dtype, shape and bytes); the original may hold extra aliases (the tied decoder).
+    auto orig = safetensors::Reader::Open((FixtureRoot() / name / "model.safetensors").string());
+    auto back = safetensors::Reader::Open((out / "model.safetensors").string());
+    int compared = 0;
+    for (const auto& t : back.tensors()) {
+      ASSERT_TRUE(orig.has(t.name)) << name << ": exported extra tensor " << t.name;
+      EXPECT_EQ(orig.info(t.name).shape, t.shape) << name << " " << t.name;
+      auto x = orig.raw(t.name), y = back.raw(t.name);
+      ASSERT_EQ(x.size(), y.size()) << name << " " << t.name;
+      EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin())) << name << " " << t.name;
+      ++compared;
+    }
+    EXPECT_GT(compared, 10) << name;
     for (const auto& n : dropped) EXPECT_EQ(n.rfind("sop.", 0), 0u);
     fs::remove_all(out);
   }
