@@ -795,50 +795,6 @@ void MergeFragment(const ckpt::Manifest& frag, const std::string& frag_path, ckp
   for (const auto& c : frag.chunks()) *out->add_chunks() = c;
 }
 
-// Sets every unset scalar field to its default, so the manifest records the effective model config
-// even when the caller's Config came without defaults (a later default change cannot reinterpret
-// it).
-void FillScalarDefaults(google::protobuf::Message* m) {
-  namespace pb = google::protobuf;
-  const pb::Reflection* r = m->GetReflection();
-  const pb::Descriptor* d = m->GetDescriptor();
-  for (int i = 0; i < d->field_count(); ++i) {
-    const pb::FieldDescriptor* f = d->field(i);
-    if (f->is_repeated() || r->HasField(*m, f)) continue;
-    switch (f->cpp_type()) {
-      case pb::FieldDescriptor::CPPTYPE_INT32:
-        r->SetInt32(m, f, f->default_value_int32());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_INT64:
-        r->SetInt64(m, f, f->default_value_int64());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_UINT32:
-        r->SetUInt32(m, f, f->default_value_uint32());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_UINT64:
-        r->SetUInt64(m, f, f->default_value_uint64());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_FLOAT:
-        r->SetFloat(m, f, f->default_value_float());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-        r->SetDouble(m, f, f->default_value_double());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_BOOL:
-        r->SetBool(m, f, f->default_value_bool());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_STRING:
-        r->SetString(m, f, f->default_value_string());
-        break;
-      case pb::FieldDescriptor::CPPTYPE_ENUM:
-        r->SetEnum(m, f, f->default_value_enum());
-        break;
-      default:
-        break;
-    }
-  }
-}
-
 }  // namespace
 
 std::string VocabTokensHash(const std::vector<std::string>& tokens) {
@@ -917,7 +873,9 @@ void CommitTmp(const std::string& root, const std::string& tmp, const std::strin
   m.set_format_version(kCheckpointFormatVersion);
   m.set_software_version(kSoftwareVersion);
   *m.mutable_model() = cfg.model();
-  FillScalarDefaults(m.mutable_model());
+  // Record the effective model config even when the caller's Config came without defaults, so a
+  // later change of a default cannot reinterpret the checkpoint.
+  FillDefaults(m.mutable_model(), /*recursive=*/false);
   m.set_config_text(ConfigToText(cfg));
   auto* v = m.mutable_vocab();
   v->set_path(opt.vocab.path);
