@@ -37,6 +37,12 @@ int RunConvert(int argc, char** argv) {
     ExportHfModel(*model, out, &dropped);
     for (const auto& n : dropped) std::cout << "  " << n << ": no HF counterpart, not exported\n";
     std::cout << "wrote " << out << "/config.json and " << out << "/model.safetensors\n";
+    const auto& mc = model->config();
+    if (mc.realformer() || mc.pre_ln() || mc.attention_scale() != "sqrt_d") {
+      std::cout << "note: this is a RealFormer / Pre-LN / log-n variant; HF RoFormerForMaskedLM "
+                   "loads the weights but cannot run the variant (see roformer_note in "
+                   "config.json)\n";
+    }
   }
   return 0;
 }

@@ -217,6 +217,13 @@ Json HfConfigFromModel(const config::ModelConfig& m) {
   j.set("realformer_running_mean", m.realformer_running_mean());
   j.set("pre_ln", m.pre_ln());
   j.set("attention_scale", m.attention_scale());
+  if (m.realformer() || m.pre_ln() || m.attention_scale() != "sqrt_d") {
+    // transformers loads the weights of these variants but computes plain Post-LN RoFormer.
+    j.set("roformer_note",
+          "RealFormer / Pre-LN / log-n variant: HF RoFormerForMaskedLM loads these weights but "
+          "cannot run the variant (it ignores realformer, pre_ln and attention_scale); use "
+          "`roformer infer` or a model that implements them");
+  }
   return j;
 }
 
