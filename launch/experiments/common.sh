@@ -15,6 +15,9 @@
 set -euo pipefail
 
 EXP_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Paths in reports are written relative to the repository (../ for shared data beside it), so a
+# report names no machine-specific directory.
+relpath() { python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$1" "$EXP_SRC"; }
 SCALE=small
 BIN=${ROFORMER_BIN:-}
 CORPUS=""
@@ -71,9 +74,9 @@ exp_parse_args() {
   {
     echo "experiment $EXP_NAME, scale $SCALE, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "command: bash ${0#"$EXP_SRC/"} $EXP_ARGS"
-    echo "binary: $BIN"
-    echo "corpus: $CORPUS"
-    echo "vocab: $VOCAB"
+    echo "binary: $(relpath "$BIN")"
+    echo "corpus: $(relpath "$CORPUS")"
+    echo "vocab: $(relpath "$VOCAB")"
     echo "threads per process: $THREADS, concurrent trainings: $JOBS"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc --all) vCPU"
   } > "$RUNS/experiment.txt"

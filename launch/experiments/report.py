@@ -11,6 +11,14 @@ import subprocess
 import sys
 
 
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def rel(path):
+    """Repository-relative path (../ for shared data beside it): reports name no machine path."""
+    return os.path.relpath(os.path.abspath(path), REPO)
+
 def read_jsonl(path):
     out = []
     with open(path) as f:
@@ -36,10 +44,10 @@ def manifest(corpus):
 def data_section(args):
     m = manifest(args.corpus)
     docs, toks, ev = int(m.get("documents", 0)), int(m.get("tokens", 0)), int(m.get("eval_documents", 0))
-    return (f"- corpus: `{args.corpus}` ({m.get('input', '?')}): {docs:,} documents, "
+    return (f"- corpus: `{rel(args.corpus)}` ({m.get('input', '?')}): {docs:,} documents, "
             f"{toks:,} tokens, {ev:,} held-out documents (eval_fraction {m.get('eval_fraction')}); "
             f"sequences pack the following documents (`data.pack_documents: true`)\n"
-            f"- vocab: `{args.vocab}` ({m.get('vocab_size')} entries)\n")
+            f"- vocab: `{rel(args.vocab)}` ({m.get('vocab_size')} entries)\n")
 
 
 def machine(runs):

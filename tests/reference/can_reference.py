@@ -6,7 +6,7 @@ top-k entropy uncertainty normalised by log k, confident = uncertainty < thresho
 uncertain sample separately: stack the ORIGINAL confident rows with it, repeat `iters` times
 {Y = Y**alpha; Y /= Y.mean(0); Y *= prior; Y /= Y.sum(1)}, keep the last row.
 
-Run: /work/venv/bin/python tests/reference/can_reference.py   (needs numpy)
+Run: VENV/bin/python tests/reference/can_reference.py   (needs numpy)
 """
 import numpy as np
 

@@ -2,7 +2,7 @@
 """Developer check: read a roformer-written TensorBoard event file with the `tensorboard` package.
 
     ROFORMER_TB_OUT=/tmp/tbcheck build/tensorboard_test --gtest_filter='*ExternalCheck*'
-    /work/venv/bin/python tests/reference/check_tensorboard_events.py /tmp/tbcheck --expect-test-pattern
+    VENV/bin/python tests/reference/check_tensorboard_events.py /tmp/tbcheck --expect-test-pattern
 
 Uses tensorboard's own readers and prints every scalar: the record reader of the tensorflow-free
 `tensorboard.compat` stub (it verifies the masked CRC32C of every length and payload and raises

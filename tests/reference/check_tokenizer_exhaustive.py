@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exhaustive check of `roformer tokenize` against HF's slow BertTokenizer (not a ctest: ~1 min).
 
-    /work/venv/bin/python tests/reference/check_tokenizer_exhaustive.py BUILD/roformer [--quick]
+    VENV/bin/python tests/reference/check_tokenizer_exhaustive.py BUILD/roformer [--quick]
 
 For every code point c (except surrogates and '\\n') a line "Xc" + "ac" + "c中" + " c." is tokenized
 with do_lower_case=True and False, plus every NFC primary-composite pair (base + mark) and some

@@ -3,12 +3,12 @@
 
 Regenerate (deterministic; needs torch, transformers >= 4.4x, safetensors, numpy):
 
-    /work/venv/bin/python tests/reference/make_hf_fixtures.py            # writes tests/reference/fixtures/*
-    /work/venv/bin/python tests/reference/make_hf_fixtures.py --out DIR  # elsewhere
+    VENV/bin/python tests/reference/make_hf_fixtures.py            # writes tests/reference/fixtures/*
+    VENV/bin/python tests/reference/make_hf_fixtures.py --out DIR  # elsewhere
 
 Check a `roformer convert --to-hf` export against a fixture's expected outputs:
 
-    /work/venv/bin/python tests/reference/make_hf_fixtures.py --check-export EXPORT_DIR --fixture hf_base
+    VENV/bin/python tests/reference/make_hf_fixtures.py --check-export EXPORT_DIR --fixture hf_base
 
 Each fixture directory holds
   config.json         HF RoFormerConfig plus our variant keys: realformer, realformer_running_mean,

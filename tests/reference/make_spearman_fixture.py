@@ -5,7 +5,7 @@ Expected values come from scipy (the reference code bojone/BERT-whitening scores
 scipy.stats.spearmanr(labels, sims)): rankdata(method="average"), spearmanr, pearsonr.
 Deterministic; regenerate with
 
-    /work/venv/bin/python tests/reference/make_spearman_fixture.py [--out FILE]
+    VENV/bin/python tests/reference/make_spearman_fixture.py [--out FILE]
 
 Each case: {"name", "x": [...], "y": [...], "rank_x": [...], "rank_y": [...],
 "spearman": r or null, "pearson": r or null}; null = scipy returns NaN (constant input).

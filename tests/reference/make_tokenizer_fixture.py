@@ -2,7 +2,7 @@
 """Builds tests/reference/fixtures/tokenizer_cases.jsonl: BERT tokenization reference cases.
 
 Run from the repository root (needs transformers + tokenizers; Python 3.11 = Unicode 14.0.0):
-    /work/venv/bin/python tests/reference/make_tokenizer_fixture.py
+    VENV/bin/python tests/reference/make_tokenizer_fixture.py
 
 Reference: HF's slow BertTokenizer with the Chinese BERT vocab (../shared/data/vocab/
 bert-chinese-vocab.txt), do_lower_case=True. In transformers 5.x the slow class is
