@@ -33,9 +33,11 @@ void AdamWStepRange(ParamStore* store, const AdamWOptions& opt, double lr, int64
   // Same coefficient as torch.nn.utils.clip_grad_norm_ and Megatron: max_norm / (norm + 1e-6).
   double clip = 1.0;
   if (opt.grad_clip > 0) clip = std::min(1.0, opt.grad_clip / (grad_norm + 1e-6));
-  const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(step));
+  // The moments are updated with the fp32 betas, so the bias corrections use the same values
+  // (0.9f != 0.9: mixing them biases every early step by ~2e-7 relative).
   const float b1 = static_cast<float>(opt.beta1), b2 = static_cast<float>(opt.beta2);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(step));
   const float step_size = static_cast<float>(lr / bc1);
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float eps = static_cast<float>(opt.eps);
@@ -54,9 +56,11 @@ void AdamWStepRange(ParamStore* store, const AdamWOptions& opt, double lr, int64
       float gi = g[i] * fclip;
       m[i] = b1 * m[i] + (1.0f - b1) * gi;
       v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + eps;
-      // Decoupled decay (Loshchilov & Hutter): applied to the weight, not through the gradient.
-      w[i] -= step_size * m[i] / denom + decay * w[i];
+      const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + eps;
+      // Decoupled decay (Loshchilov & Hutter), in torch.optim.AdamW's order: shrink the weight
+      // first, then take the Adam step (same rounding as the PyTorch reference).
+      const float decayed = w[i] * (1.0f - decay);
+      w[i] = decayed - step_size * (m[i] / denom);
     }
   }
 }

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "kernels/cpu/activations.h"
-#include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/dropout.h"
@@ -20,6 +19,8 @@
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/rope.h"
+#include "model/optimizer.h"
+#include "runtime/param_store.h"
 #include "runtime/philox.h"
 
 namespace roformer {
@@ -565,22 +566,32 @@ TEST(GradCheck, CrossEntropyPaddedVocab) {
 
 // ---- optimizer ----
 
+// The optimizer the trainer uses (model/optimizer.h) over a ParamStore: hand-computed steps.
+ParamStore AdamWTestStore(const std::vector<float>& decayed, const std::vector<float>& plain) {
+  ParamStore st;
+  st.Declare("w", {static_cast<int64_t>(decayed.size())}, Placement::kReplicated, true);
+  st.Declare("ln.weight", {static_cast<int64_t>(plain.size())}, Placement::kReplicated, false);
+  st.Allocate();
+  std::copy(decayed.begin(), decayed.end(), st.param("w"));
+  std::copy(plain.begin(), plain.end(), st.param("ln.weight"));
+  return st;
+}
+
 TEST(AdamW, MatchesHandComputedSteps) {
   // Two tensors: [p0, p1] with decay, [p2] without.
-  std::vector<float> p = {1.0f, -2.0f, 0.5f}, g = {0.5f, 0.1f, -0.3f}, m(3, 0.0f), v(3, 0.0f);
-  std::vector<AdamWSegment> segs = {{0, 2, true, 1.0f}, {2, 1, false, 1.0f}};
-  AdamWHyper h;
-  h.lr = 0.1f;
-  h.beta1 = 0.9f;
-  h.beta2 = 0.999f;
-  h.eps = 1e-8f;
-  h.weight_decay = 0.01f;
+  ParamStore st = AdamWTestStore({1.0f, -2.0f}, {0.5f});
+  AdamWOptions o;
+  o.beta1 = 0.9;
+  o.beta2 = 0.999;
+  o.eps = 1e-8;
+  o.weight_decay = 0.01;
+  o.grad_clip = 0;  // no clipping
   std::vector<double> P = {1.0, -2.0, 0.5}, M(3, 0.0), Vv(3, 0.0);
   std::vector<std::vector<float>> grads = {{0.5f, 0.1f, -0.3f}, {-0.2f, 0.4f, 0.05f}};
   for (int step = 1; step <= 2; ++step) {
-    g = grads[step - 1];
-    h.step = step;
-    AdamWUpdateFlat(p.data(), g.data(), m.data(), v.data(), segs, h);
+    const std::vector<float>& g = grads[step - 1];
+    std::copy(g.begin(), g.end(), st.grads().begin());
+    AdamWStep(&st, o, 0.1, step, /*grad_norm=*/0);
     for (int i = 0; i < 3; ++i) {
       const double wd = i < 2 ? 0.01 : 0.0;
       P[i] *= 1.0 - 0.1 * wd;
@@ -589,23 +600,22 @@ TEST(AdamW, MatchesHandComputedSteps) {
       const double mhat = M[i] / (1 - std::pow(0.9, step));
       const double vhat = Vv[i] / (1 - std::pow(0.999, step));
       P[i] -= 0.1 * mhat / (std::sqrt(vhat) + 1e-8);
-      EXPECT_NEAR(p[i], P[i], 1e-6) << "step " << step << " element " << i;
+      EXPECT_NEAR(st.params()[i], P[i], 1e-6) << "step " << step << " element " << i;
     }
   }
   // Step 1 by hand for p0: 1 * (1 - 0.001) - 0.1 * 0.5 / 0.5 = 0.899.
-  std::vector<float> q = {1.0f}, gq = {0.5f}, mq = {0.0f}, vq = {0.0f};
-  std::vector<AdamWSegment> one = {{0, 1, true, 1.0f}};
-  h.step = 1;
-  AdamWUpdateFlat(q.data(), gq.data(), mq.data(), vq.data(), one, h);
-  EXPECT_NEAR(q[0], 0.899, 1e-6);
+  ParamStore one = AdamWTestStore({1.0f}, {});
+  one.grads()[0] = 0.5f;
+  AdamWStep(&one, o, 0.1, 1, 0);
+  EXPECT_NEAR(one.params()[0], 0.899, 1e-6);
 }
 
 TEST(GradNorm, SumSquares) {
-  std::vector<float> x(1001);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) - 3.0f;
+  ParamStore st = AdamWTestStore(std::vector<float>(1001), {});
+  for (int i = 0; i < 1001; ++i) st.grads()[i] = static_cast<float>(i % 7) - 3.0f;
   double ref = 0;
-  for (float v : x) ref += static_cast<double>(v) * v;
-  EXPECT_DOUBLE_EQ(SumSquaresFlat(x.data(), x.size()), ref);
+  for (int i = 0; i < 1001; ++i) ref += static_cast<double>(st.grads()[i]) * st.grads()[i];
+  EXPECT_DOUBLE_EQ(CheckGradients(st).norm, std::sqrt(ref));
 }
 
 }  // namespace
