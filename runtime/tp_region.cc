@@ -1,10 +1,9 @@
 #include "runtime/tp_region.h"
 
-#include <chrono>
-
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "runtime/param_store.h"
@@ -62,32 +61,26 @@ void TpRegion::AllReduceMax(std::span<float> x) {
   comm_->AllReduce(x, ReduceOp::kMax);
 }
 
-void TpRegion::AllGather(std::span<const float> in, std::span<float> out) {
+// The typed all-gathers differ only in the element type.
+template <typename T>
+void TpRegion::AllGatherTyped(std::span<const T> in, std::span<T> out) {
   CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
-  if (active()) {
-    BlockedTimer t(&blocked_s_);
-    comm_->AllGather(in, out);
-  } else {
+  if (!active()) {
     std::copy(in.begin(), in.end(), out.begin());
+    return;
   }
+  BlockedTimer t(&blocked_s_);
+  comm_->AllGather(in, out);
+}
+
+void TpRegion::AllGather(std::span<const float> in, std::span<float> out) {
+  AllGatherTyped(in, out);
 }
 void TpRegion::AllGather(std::span<const double> in, std::span<double> out) {
-  CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
-  if (active()) {
-    BlockedTimer t(&blocked_s_);
-    comm_->AllGather(in, out);
-  } else {
-    std::copy(in.begin(), in.end(), out.begin());
-  }
+  AllGatherTyped(in, out);
 }
 void TpRegion::AllGather(std::span<const uint64_t> in, std::span<uint64_t> out) {
-  CHECK_EQ(out.size(), in.size() * static_cast<size_t>(size_));
-  if (active()) {
-    BlockedTimer t(&blocked_s_);
-    comm_->AllGather(in, out);
-  } else {
-    std::copy(in.begin(), in.end(), out.begin());
-  }
+  AllGatherTyped(in, out);
 }
 
 void TpRegion::ScatterToRegionForward(std::span<const float> full, std::span<float> local,

@@ -66,6 +66,8 @@ class TpRegion {
   void AllGather(std::span<const uint64_t> in, std::span<uint64_t> out);
 
  private:
+  template <typename T>
+  void AllGatherTyped(std::span<const T> in, std::span<T> out);
   double blocked_s_ = 0;
   Communicator* comm_ = nullptr;
   int rank_ = 0;
