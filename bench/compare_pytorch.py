@@ -37,7 +37,7 @@ SHAPES = {
 VOCAB = 21128
 
 
-def ours_step_seconds(binary, shape, seq, batch, threads, steps, extra_sets):
+def ours_step_seconds(binary, shape, seq, batch, threads, steps, extra_sets, gemm=""):
     s = SHAPES[shape]
     sets = [
         f"model.hidden_size={s['hidden']}", f"model.num_hidden_layers={s['layers']}",
@@ -48,6 +48,9 @@ def ours_step_seconds(binary, shape, seq, batch, threads, steps, extra_sets):
     for x in sets:
         cmd += ["--set", x]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env.pop("ROFORMER_GEMM", None)
+    if gemm:
+        env["ROFORMER_GEMM"] = gemm
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     j = json.loads(out.strip().splitlines()[-1])
     return j["step_seconds"], j, " ".join(cmd)
@@ -108,6 +111,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round and side")
     ap.add_argument("--set", action="append", default=[], help="extra --set for ours")
+    ap.add_argument("--gemm", default="",
+                    help="comma list of our GEMM backends to time each round (ROFORMER_GEMM: "
+                         "onednn, openblas); empty = the build's default")
     ap.add_argument("--json", help="append the result as one JSON line to this file")
     a = ap.parse_args()
 
@@ -116,29 +122,39 @@ def main():
     torch_side.step()  # warm-up (allocator, AdamW state)
     warm = time.perf_counter() - t0
     print(f"torch warm-up step {warm:.2f} s", flush=True)
-    ours, theirs, cmd, last = [], [], "", {}
+    backends = a.gemm.split(",") if a.gemm else [""]
+    ours = {g: [] for g in backends}
+    last = {g: {} for g in backends}
+    theirs, cmd = [], ""
     for r in range(a.rounds):
-        so, last, cmd = ours_step_seconds(a.roformer, a.shape, a.seq, a.batch, a.threads, a.steps,
-                                          a.set)
-        ours.append(so)
+        line = f"round {r}:"
+        for g in backends:
+            so, last[g], cmd = ours_step_seconds(a.roformer, a.shape, a.seq, a.batch, a.threads,
+                                                 a.steps, a.set, g)
+            ours[g].append(so)
+            line += f" ours[{last[g].get('gemm_backend', g)}] {so:.3f} s/step,"
         st = torch_side.time_steps(a.steps)
         theirs.append(st)
-        print(f"round {r}: ours {so:.3f} s/step, torch {st:.3f} s/step, ratio {st / so:.2f}x",
-              flush=True)
+        line += f" torch {st:.3f} s/step; ratios " + " ".join(
+            f"{st / ours[g][-1]:.2f}x" for g in backends)
+        print(line, flush=True)
     tokens = a.batch * a.seq
-    mo, mt = statistics.median(ours), statistics.median(theirs)
-    res = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=platform.processor() or platform.machine(), shape=a.shape, threads=a.threads,
-        seq=a.seq, batch=a.batch, rounds=a.rounds, steps=a.steps, ours_cmd=cmd,
-        ours_step_s=ours, torch_step_s=theirs, ours_tokens_s=tokens / mo,
-        torch_tokens_s=tokens / mt, ratio=mt / mo, ours_mfu=last.get("mfu"),
-        gemm_peak_gflops=last.get("gemm_peak_gflops"),
-        torch_version=__import__("torch").__version__)
-    print(json.dumps(res), flush=True)
-    if a.json:
-        with open(a.json, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    mt = statistics.median(theirs)
+    for g in backends:
+        mo = statistics.median(ours[g])
+        res = dict(
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            machine=platform.processor() or platform.machine(), shape=a.shape, threads=a.threads,
+            seq=a.seq, batch=a.batch, rounds=a.rounds, steps=a.steps, ours_cmd=cmd,
+            gemm_backend=last[g].get("gemm_backend"), ours_step_s=ours[g], torch_step_s=theirs,
+            ours_tokens_s=tokens / mo, torch_tokens_s=tokens / mt, ratio=mt / mo,
+            ours_mfu=last[g].get("mfu"), gemm_peak_gflops=last[g].get("gemm_peak_gflops"),
+            openblas_peak_gflops=last[g].get("openblas_peak_gflops"),
+            torch_version=__import__("torch").__version__)
+        print(json.dumps(res), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(res) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "kernels/cpu/gemm.h"
 #include "launch/command.h"
 #include "runtime/error.h"
 #include "runtime/logging.h"
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    CurrentGemmBackend();  // a bad ROFORMER_GEMM fails here, before any work
     return it->second.run(argc - consumed, argv + consumed);
   } catch (const Error& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -3,7 +3,50 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "runtime/error.h"
+
 namespace roformer {
+
+namespace {
+std::atomic<int> g_backend{-1};  // -1: not yet read from ROFORMER_GEMM
+
+GemmBackend BackendFromEnvironment() {
+  const char* env = std::getenv("ROFORMER_GEMM");
+  const std::string v = env ? env : "";
+  if (v.empty()) return OneDnnAvailable() ? GemmBackend::kOneDnn : GemmBackend::kOpenBlas;
+  if (v == "openblas") return GemmBackend::kOpenBlas;
+  if (v == "onednn") {
+    if (!OneDnnAvailable())
+      Fail("ROFORMER_GEMM=onednn: this build has no oneDNN (install libdnnl-dev, e.g. ",
+           "launch/install-deps.sh, and re-run cmake)");
+    return GemmBackend::kOneDnn;
+  }
+  Fail("ROFORMER_GEMM='", v, "': expected 'onednn' or 'openblas' (or unset for the default)");
+}
+}  // namespace
+
+GemmBackend CurrentGemmBackend() {
+  int b = g_backend.load(std::memory_order_relaxed);
+  if (b < 0) {
+    b = static_cast<int>(BackendFromEnvironment());
+    g_backend.store(b, std::memory_order_relaxed);
+  }
+  return static_cast<GemmBackend>(b);
+}
+
+void SetGemmBackend(GemmBackend backend) {
+  if (backend == GemmBackend::kOneDnn && !OneDnnAvailable())
+    Fail("the oneDNN GEMM backend was requested but this build has no oneDNN");
+  g_backend.store(static_cast<int>(backend), std::memory_order_relaxed);
+}
+
+const char* GemmBackendName(GemmBackend backend) {
+  return backend == GemmBackend::kOneDnn ? "onednn" : "openblas";
+}
 
 void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc) {
@@ -24,10 +67,14 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
     Bf16Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  const double flops = 2.0 * m * n * k;
+  if (flops >= 4e6 && CurrentGemmBackend() == GemmBackend::kOneDnn) {
+    OneDnnSgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   // One thread pool for everything: OpenMP splits C into slabs and each slab is a single-threaded
   // BLAS call. Letting OpenBLAS's own pthread pool run the GEMMs while OpenMP runs the elementwise
   // kernels makes the two pools spin against each other (2x slower steps measured on 2 cores).
-  const double flops = 2.0 * m * n * k;
   const int threads = flops < 4e6 ? 1 : omp_get_max_threads();
   ScopedSingleThreadBlas single;
   if (threads <= 1) {

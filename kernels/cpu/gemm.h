@@ -1,4 +1,5 @@
-// Row-major single-precision GEMM wrappers over OpenBLAS cblas_sgemm.
+// Row-major single-precision GEMM wrappers: oneDNN matmul (when the build has it) or OpenBLAS
+// cblas_sgemm for the top-level GEMMs, OpenBLAS for the small per-head ones.
 //
 // Activations are row-major [rows, features]; weights use HF's Linear layout [out, in]. Per-head
 // attention GEMMs work on strided views: Q/K/V stay in [B, L, heads, d] (= [B*L, H]) so a head's
@@ -16,6 +17,21 @@ namespace roformer {
 // OpenMP parallel region it runs on the calling thread.
 void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc);
+
+// ---- fp32 backend of the top-level GEMMs ----
+// Process-wide. Initialised from the environment variable ROFORMER_GEMM ("onednn" | "openblas";
+// unset = oneDNN when this build has it, else OpenBLAS); an unknown value or "onednn" without
+// oneDNN is an Error naming the variable. GEMMs under 4 MFLOP and those issued inside an OpenMP
+// parallel region (per-head attention) always use single-threaded OpenBLAS: for them oneDNN's
+// per-call overhead outweighs its faster kernel.
+enum class GemmBackend { kOpenBlas, kOneDnn };
+GemmBackend CurrentGemmBackend();
+void SetGemmBackend(GemmBackend backend);  // Error when oneDNN is requested but not built in
+const char* GemmBackendName(GemmBackend backend);
+bool OneDnnAvailable();
+// The oneDNN fp32 matmul itself (Sgemm's contract, k > 0); LOG(FATAL)s without oneDNN.
+void OneDnnSgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a,
+                 int lda, const float* b, int ldb, float beta, float* c, int ldc);
 
 // Strided batch over (batch b, head h): X_bh = X + b * x_batch_stride + h * x_head_stride for
 // X in {A, B, C}; each C_bh = alpha * op(A_bh) op(B_bh) + beta * C_bh. Parallel over (b, h) with

@@ -1,5 +1,9 @@
-// bf16 x bf16 -> fp32 GEMMs through oneDNN's matmul primitive (brgemm kernels: AMX tiles on CPUs
-// with AMX-BF16, vdpbf16ps dot products on AVX512-BF16 CPUs such as Zen 4 / Cooper Lake).
+// GEMMs through oneDNN's matmul primitive (Debian libdnnl-dev):
+//  * fp32: the default top-level GEMM when oneDNN is present. Its brgemm kernels use the full
+//    AVX-512 width; Debian's OpenBLAS runs a narrower kernel on Zen 4 and measured ~1.7x slower on
+//    the BERT-base shapes (docs/benchmarks.md). ROFORMER_GEMM=openblas switches back.
+//  * bf16 x bf16 -> fp32 (model.precision = "bf16"): AMX tiles on CPUs with AMX-BF16, vdpbf16ps dot
+//    products on AVX512-BF16 CPUs such as Zen 4 / Cooper Lake.
 #include <glog/logging.h>
 // GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_*) as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -73,11 +77,12 @@ float RoundToBf16(float x) {
 namespace {
 
 struct Key {
+  bool bf16;  // compact bf16 operand copies; fp32 reads A and B in place (lda, ldb)
   int m, n, k;
   bool ta, tb;
-  int ldc;
+  int lda, ldb, ldc;
   float alpha, beta;
-  auto Tie() const { return std::tie(m, n, k, ta, tb, ldc, alpha, beta); }
+  auto Tie() const { return std::tie(bf16, m, n, k, ta, tb, lda, ldb, ldc, alpha, beta); }
   bool operator<(const Key& o) const { return Tie() < o.Tie(); }
 };
 
@@ -108,11 +113,14 @@ Entry GetMatmul(const Key& key) {
   using dt = dnnl::memory::data_type;
   using dims = dnnl::memory::dims;
   const int64_t m = key.m, n = key.n, k = key.k;
-  // Operands are compact bf16 copies in their stored layout: op(A) [m, k] is A [m, k] or A^T of a
-  // stored [k, m]; op(B) [k, n] is B [k, n] or B^T of a stored [n, k]. oneDNN takes both as
-  // strides.
-  dnnl::memory::desc a({m, k}, dt::bf16, key.ta ? dims{1, m} : dims{k, 1});
-  dnnl::memory::desc b({k, n}, dt::bf16, key.tb ? dims{1, k} : dims{n, 1});
+  // op(A) [m, k] is A [m, k] or A^T of a stored [k, m]; op(B) [k, n] is B [k, n] or B^T of a
+  // stored [n, k]; oneDNN takes both as strides. bf16 operands are compact copies (ld = the stored
+  // row length), fp32 ones the caller's buffers with their own strides.
+  const dt type = key.bf16 ? dt::bf16 : dt::f32;
+  const int64_t lda = key.bf16 ? (key.ta ? m : k) : key.lda;
+  const int64_t ldb = key.bf16 ? (key.tb ? k : n) : key.ldb;
+  dnnl::memory::desc a({m, k}, type, key.ta ? dims{1, lda} : dims{lda, 1});
+  dnnl::memory::desc b({k, n}, type, key.tb ? dims{1, ldb} : dims{ldb, 1});
   dnnl::memory::desc c({m, n}, dt::f32, dims{key.ldc, 1});
   dnnl::primitive_attr attr;
   if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
@@ -122,7 +130,8 @@ Entry GetMatmul(const Key& key) {
     attr.set_post_ops(po);
   }
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, ctx.eng);
-  VLOG(1) << "bf16 matmul " << m << "x" << n << "x" << k << ": " << pd.impl_info_str();
+  VLOG(1) << (key.bf16 ? "bf16" : "fp32") << " matmul " << m << "x" << n << "x" << k << ": "
+          << pd.impl_info_str();
   Entry e{dnnl::matmul(pd), a, b, c};
   ctx.cache.emplace(key, e);
   return e;
@@ -179,7 +188,7 @@ void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
   } else {
     ConvertToBf16(b, k, n, ldb, bbuf.data());
   }
-  const Key key{m, n, k, trans_a, trans_b, ldc, alpha, beta};
+  const Key key{true, m, n, k, trans_a, trans_b, 0, 0, ldc, alpha, beta};
   try {
     const Entry e = GetMatmul(key);
     Dnnl& ctx = Ctx();
@@ -194,6 +203,25 @@ void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
   }
 }
 
+void OneDnnSgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a,
+                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  const Key key{false, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
+  try {
+    const Entry e = GetMatmul(key);
+    Dnnl& ctx = Ctx();
+    dnnl::memory am(e.a, ctx.eng, const_cast<float*>(a));
+    dnnl::memory bm(e.b, ctx.eng, const_cast<float*>(b));
+    dnnl::memory cm(e.c, ctx.eng, c);
+    thread_local dnnl::stream strm(ctx.eng);
+    e.mm.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    strm.wait();
+  } catch (const dnnl::error& e) {
+    LOG(FATAL) << "oneDNN fp32 matmul " << m << "x" << n << "x" << k << " failed: " << e.what();
+  }
+}
+
+bool OneDnnAvailable() { return true; }
+
 #else  // !ROFORMER_HAVE_DNNL
 
 std::string Bf16GemmIsa() { return ""; }
@@ -207,6 +235,13 @@ void Bf16Gemm(bool, bool, int, int, int, float, const float*, int, const float*,
               int) {
   LOG(FATAL) << "Bf16Gemm: " << Bf16GemmUnavailableReason();
 }
+
+void OneDnnSgemm(bool, bool, int, int, int, float, const float*, int, const float*, int, float,
+                 float*, int) {
+  LOG(FATAL) << "OneDnnSgemm: this build has no oneDNN";
+}
+
+bool OneDnnAvailable() { return false; }
 
 #endif
 
