@@ -13,7 +13,6 @@
 #include <atomic>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -86,25 +85,45 @@ struct Key {
   bool operator<(const Key& o) const { return Tie() < o.Tie(); }
 };
 
+// A cached primitive with its memory objects: a call only re-points the three data handles and
+// executes through the C API with a stack argument array, so a GEMM allocates nothing once its
+// shape has been seen (the C++ execute() builds a vector from an unordered_map on every call).
 struct Entry {
   dnnl::matmul mm;
-  dnnl::memory::desc a, b, c;
+  dnnl::memory a, b, c;
 };
 
 struct Dnnl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  std::mutex mu;
+  dnnl::stream strm{eng};
   std::map<Key, Entry> cache;
 };
 
+// Per calling thread: primitives, memories and the stream are not shared, so no lock is needed.
+// Leaked on purpose: it must outlive the static destructors of callers.
 Dnnl& Ctx() {
-  static Dnnl* ctx = new Dnnl();  // leaked: outlives static destructors of callers
+  thread_local Dnnl* ctx = new Dnnl();
   return *ctx;
 }
 
-Entry GetMatmul(const Key& key) {
+void Execute(Entry& e, const void* a, const void* b, float* c) {
   Dnnl& ctx = Ctx();
-  std::lock_guard<std::mutex> lock(ctx.mu);
+  auto set = [](dnnl::memory& m, const void* p) {
+    dnnl::error::wrap_c_api(dnnl_memory_set_data_handle(m.get(), const_cast<void*>(p)),
+                            "could not set a memory handle");
+  };
+  set(e.a, a);
+  set(e.b, b);
+  set(e.c, c);
+  const dnnl_exec_arg_t args[3] = {
+      {DNNL_ARG_SRC, e.a.get()}, {DNNL_ARG_WEIGHTS, e.b.get()}, {DNNL_ARG_DST, e.c.get()}};
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(e.mm.get(), ctx.strm.get(), 3, args),
+                          "could not execute a matmul");
+  ctx.strm.wait();
+}
+
+Entry& GetMatmul(const Key& key) {
+  Dnnl& ctx = Ctx();
   auto it = ctx.cache.find(key);
   if (it != ctx.cache.end()) return it->second;
   // Masked-row counts (MLM head) vary per batch, so M varies; oneDNN's runtime-M matmul falls back
@@ -132,9 +151,9 @@ Entry GetMatmul(const Key& key) {
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, ctx.eng);
   VLOG(1) << (key.bf16 ? "bf16" : "fp32") << " matmul " << m << "x" << n << "x" << k << ": "
           << pd.impl_info_str();
-  Entry e{dnnl::matmul(pd), a, b, c};
-  ctx.cache.emplace(key, e);
-  return e;
+  Entry e{dnnl::matmul(pd), dnnl::memory(a, ctx.eng, DNNL_MEMORY_NONE),
+          dnnl::memory(b, ctx.eng, DNNL_MEMORY_NONE), dnnl::memory(c, ctx.eng, DNNL_MEMORY_NONE)};
+  return ctx.cache.emplace(key, std::move(e)).first->second;
 }
 
 bool CpuHasAmxBf16() {
@@ -171,9 +190,7 @@ void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
   }
   const std::string why = Bf16GemmUnavailableReason();
   CHECK(why.empty()) << why;
-  // Grow-once operand buffers (per calling thread). The only per-call allocations left are
-  // oneDNN's small memory handles and execute()'s argument map (its API has no allocation-free
-  // form); the primitives themselves are cached.
+  // Grow-once operand buffers (per calling thread); primitives and memories are cached (Entry).
   thread_local std::vector<uint16_t> abuf, bbuf;
   const int64_t an = static_cast<int64_t>(m) * k, bn = static_cast<int64_t>(k) * n;
   if (static_cast<int64_t>(abuf.size()) < an) abuf.resize(an);
@@ -190,14 +207,7 @@ void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
   }
   const Key key{true, m, n, k, trans_a, trans_b, 0, 0, ldc, alpha, beta};
   try {
-    const Entry e = GetMatmul(key);
-    Dnnl& ctx = Ctx();
-    dnnl::memory am(e.a, ctx.eng, abuf.data());
-    dnnl::memory bm(e.b, ctx.eng, bbuf.data());
-    dnnl::memory cm(e.c, ctx.eng, c);
-    thread_local dnnl::stream strm(ctx.eng);
-    e.mm.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    strm.wait();
+    Execute(GetMatmul(key), abuf.data(), bbuf.data(), c);
   } catch (const dnnl::error& e) {
     LOG(FATAL) << "oneDNN bf16 matmul " << m << "x" << n << "x" << k << " failed: " << e.what();
   }
@@ -207,14 +217,7 @@ void OneDnnSgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
                  int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   const Key key{false, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
   try {
-    const Entry e = GetMatmul(key);
-    Dnnl& ctx = Ctx();
-    dnnl::memory am(e.a, ctx.eng, const_cast<float*>(a));
-    dnnl::memory bm(e.b, ctx.eng, const_cast<float*>(b));
-    dnnl::memory cm(e.c, ctx.eng, c);
-    thread_local dnnl::stream strm(ctx.eng);
-    e.mm.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    strm.wait();
+    Execute(GetMatmul(key), a, b, c);
   } catch (const dnnl::error& e) {
     LOG(FATAL) << "oneDNN fp32 matmul " << m << "x" << n << "x" << k << " failed: " << e.what();
   }
