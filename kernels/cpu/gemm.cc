@@ -19,13 +19,33 @@ GemmBackend BackendFromEnvironment() {
   const std::string v = env ? env : "";
   if (v.empty()) return OneDnnAvailable() ? GemmBackend::kOneDnn : GemmBackend::kOpenBlas;
   if (v == "openblas") return GemmBackend::kOpenBlas;
+  if (v == "reference") return GemmBackend::kReference;
   if (v == "onednn") {
     if (!OneDnnAvailable())
       Fail("ROFORMER_GEMM=onednn: this build has no oneDNN (install libdnnl-dev, e.g. ",
            "launch/install-deps.sh, and re-run cmake)");
     return GemmBackend::kOneDnn;
   }
-  Fail("ROFORMER_GEMM='", v, "': expected 'onednn' or 'openblas' (or unset for the default)");
+  Fail("ROFORMER_GEMM='", v,
+       "': expected 'onednn', 'openblas' or 'reference' (or unset for the default)");
+}
+
+void ReferenceSgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a,
+                    int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int p = 0; p < k; ++p) {
+        const float av =
+            trans_a ? a[static_cast<int64_t>(p) * lda + i] : a[static_cast<int64_t>(i) * lda + p];
+        const float bv =
+            trans_b ? b[static_cast<int64_t>(j) * ldb + p] : b[static_cast<int64_t>(p) * ldb + j];
+        acc += av * bv;
+      }
+      float& cv = c[static_cast<int64_t>(i) * ldc + j];
+      cv = beta == 0.0f ? alpha * acc : alpha * acc + beta * cv;
+    }
+  }
 }
 }  // namespace
 
@@ -45,7 +65,14 @@ void SetGemmBackend(GemmBackend backend) {
 }
 
 const char* GemmBackendName(GemmBackend backend) {
-  return backend == GemmBackend::kOneDnn ? "onednn" : "openblas";
+  switch (backend) {
+    case GemmBackend::kOneDnn:
+      return "onednn";
+    case GemmBackend::kReference:
+      return "reference";
+    default:
+      return "openblas";
+  }
 }
 
 void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
@@ -55,6 +82,10 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
     // BLAS would still scale C by beta; keep that contract explicitly.
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < n; ++j) c[static_cast<int64_t>(i) * ldc + j] *= beta;
+    return;
+  }
+  if (CurrentGemmBackend() == GemmBackend::kReference) {
+    ReferenceSgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;

@@ -24,7 +24,11 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
 // oneDNN is an Error naming the variable. GEMMs under 4 MFLOP and those issued inside an OpenMP
 // parallel region (per-head attention) always use single-threaded OpenBLAS: for them oneDNN's
 // per-call overhead outweighs its faster kernel.
-enum class GemmBackend { kOpenBlas, kOneDnn };
+// kReference ("reference", for tests) computes every C element as the same sequential-k fp32 dot
+// product, for ALL GEMMs: an output does not depend on where its row/column sits in the matrix
+// (BLAS kernels round a column differently by its position in the register block), so identical
+// input columns give bit-identical output columns. Slow; the growth symmetry test uses it.
+enum class GemmBackend { kOpenBlas, kOneDnn, kReference };
 GemmBackend CurrentGemmBackend();
 void SetGemmBackend(GemmBackend backend);  // Error when oneDNN is requested but not built in
 const char* GemmBackendName(GemmBackend backend);
