@@ -1,10 +1,14 @@
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <vector>
 
 #include "kernels/cuda/device_query.h"
+#include "kernels/cuda/ops.h"
 
 namespace roformer::cuda {
 namespace {
@@ -15,6 +19,23 @@ __global__ void AxpyKernel(int n, float a, const float* x, float* y) {
 }
 
 }  // namespace
+
+std::string BuildInfo() {
+  int runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  int major = 0, minor = 0, patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &major);
+  cublasGetProperty(MINOR_VERSION, &minor);
+  cublasGetProperty(PATCH_LEVEL, &patch);
+  std::ostringstream os;
+  os << "CUDA runtime " << runtime / 1000 << "." << (runtime % 1000) / 10 << " (built with "
+     << CUDART_VERSION / 1000 << "." << (CUDART_VERSION % 1000) / 10 << "), cuBLAS " << major << "."
+     << minor << "." << patch;
+#ifdef ROFORMER_CUDA_ARCHS
+  os << ", code for sm_" << ROFORMER_CUDA_ARCHS;
+#endif
+  return os.str();
+}
 
 int DeviceCount() {
   int n = 0;
@@ -56,6 +77,17 @@ double AxpySelfTest(int n) {
   double err = 0;
   for (int i = 0; i < n; ++i) err = std::fmax(err, std::fabs(y[i] - ref[i]));
   return err;
+}
+
+}  // namespace roformer::cuda
+
+namespace roformer::cuda {
+
+void CheckCuda(cudaError_t err, const char* what, const char* file, int line) {
+  if (err == cudaSuccess) return;
+  std::fprintf(stderr, "CUDA error at %s:%d: %s: %s (%s)\n", file, line, what,
+               cudaGetErrorString(err), cudaGetErrorName(err));
+  std::abort();
 }
 
 }  // namespace roformer::cuda

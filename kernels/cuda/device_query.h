@@ -5,6 +5,9 @@
 
 namespace roformer::cuda {
 
+// "CUDA runtime 13.0 (built with 13.0), cuBLAS 13.1.0, code for sm_90": needs no device.
+std::string BuildInfo();
+
 // Number of visible CUDA devices (0 when no driver/device is present; never throws).
 int DeviceCount();
 

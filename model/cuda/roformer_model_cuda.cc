@@ -1,0 +1,836 @@
+// GPU port of model/roformer_model.cc (see the header). The whole file is inside
+// ROFORMER_HAVE_CUDA_MODEL: the core library's model/**.cc glob compiles it empty and the
+// roformer_cuda_model target (CMake's CUDA block) compiles it for real.
+//
+// Every function below mirrors the CPU function of the same name line for line (TP collectives
+// dropped: tp = 1), so a reviewer can diff the two; where the GPU differs it says why.
+#ifdef ROFORMER_HAVE_CUDA_MODEL
+
+#include "model/cuda/roformer_model_cuda.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/cross_entropy.h"  // CrossEntropyStats
+#include "kernels/cpu/rope.h"           // RopeTable (host)
+#include "kernels/cuda/gemm_cublas.h"
+#include "kernels/cuda/ops.h"
+#include "runtime/error.h"
+
+namespace roformer::cuda {
+
+// Dropout op ids: must equal model/roformer_model.cc's, so masks match the CPU model's.
+enum DropOp : uint32_t {
+  kDropEmbedding = 0,
+  kDropAttnProbs = 1,
+  kDropAttnOut = 2,
+  kDropFfnOut = 3
+};
+
+struct CudaRoFormerModel::Impl {
+  virtual ~Impl() = default;
+  virtual void UploadParams(const ParamStore& store) = 0;
+  virtual LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout,
+                                    bool backward, float grad_scale, float mlm_scale,
+                                    float sop_scale) = 0;
+  float* params = nullptr;
+  float* grads = nullptr;
+  bf16* weights_bf16 = nullptr;  // the GEMM copy of the weights (bf16 models only)
+  int64_t total = 0;
+  cudaStream_t stream = nullptr;
+  // Optimizer state (allocated by the first AdamWStep).
+  std::vector<ParamInfo> infos;
+  float *adam_m = nullptr, *adam_v = nullptr;
+  int64_t* seg_offsets = nullptr;
+  double *seg_sums = nullptr, *norm2 = nullptr;
+  int* first_bad = nullptr;
+  void* norm_ws = nullptr;
+  void FreeOptimizer() {
+    for (void* p : {static_cast<void*>(adam_m), static_cast<void*>(adam_v),
+                    static_cast<void*>(seg_offsets), static_cast<void*>(seg_sums),
+                    static_cast<void*>(norm2), static_cast<void*>(first_bad), norm_ws}) {
+      if (p) cudaFree(p);
+    }
+  }
+};
+
+namespace {
+
+struct LayerRefs {
+  int64_t q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, lna_g, lna_b, f1_w, f1_b, f2_w, f2_b, lnf_g,
+      lnf_b;
+};
+
+template <typename T>
+struct LayerActs {
+  T *attn_in, *q, *k, *v, *probs, *ctx, *res1, *ffn_in, *ffn_pre, *ffn_act, *res2, *out;
+  float *lna_mean, *lna_rstd, *lnf_mean, *lnf_rstd;
+};
+
+// Device allocations of one reservation, freed together when a larger batch needs more.
+class Arena {
+ public:
+  ~Arena() { Clear(); }
+  template <typename U>
+  U* Take(int64_t n) {
+    void* p = nullptr;
+    ROFORMER_CUDA_CHECK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(U)));
+    ptrs_.push_back(p);
+    return static_cast<U*>(p);
+  }
+  void Clear() {
+    for (void* p : ptrs_) cudaFree(p);
+    ptrs_.clear();
+  }
+
+ private:
+  std::vector<void*> ptrs_;
+};
+
+template <typename T>
+class Model final : public CudaRoFormerModel::Impl {
+ public:
+  Model(const config::ModelConfig& c, const ParamStore& layout, cudaStream_t s)
+      : cfg(c), d(MakeModelDims(c, 1, 0)), blas(s, Deterministic()) {
+    stream = s;
+    total = layout.size();
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&params), sizeof(float) * std::max<int64_t>(total, 1)));
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&grads), sizeof(float) * std::max<int64_t>(total, 1)));
+    if constexpr (std::is_same_v<T, bf16>) {
+      ROFORMER_CUDA_CHECK(
+          cudaMalloc(reinterpret_cast<void**>(&wt), sizeof(bf16) * std::max<int64_t>(total, 1)));
+      weights_bf16 = wt;
+    }
+    infos = layout.infos();
+    Resolve(layout);
+    const std::vector<float> rope = RopeTable(d.max_positions, d.head_dim);
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&rope_dev), sizeof(float) * rope.size()));
+    ROFORMER_CUDA_CHECK(
+        cudaMemcpy(rope_dev, rope.data(), sizeof(float) * rope.size(), cudaMemcpyHostToDevice));
+    UploadParams(layout);
+    ROFORMER_CUDA_CHECK(cudaMemsetAsync(grads, 0, sizeof(float) * total, stream));
+  }
+  ~Model() override {
+    cudaStreamSynchronize(stream);
+    FreeOptimizer();
+    cudaFree(params);
+    cudaFree(grads);
+    if constexpr (std::is_same_v<T, bf16>) cudaFree(wt);
+    cudaFree(rope_dev);
+  }
+
+  void UploadParams(const ParamStore& store) override {
+    if (store.size() != total) Fail("CudaRoFormerModel: store size ", store.size(), " != ", total);
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(params, store.params().data(), sizeof(float) * total,
+                                        cudaMemcpyHostToDevice, stream));
+    if constexpr (std::is_same_v<T, bf16>) ConvertToBf16(params, wt, total, stream);
+    if (adam_m && static_cast<int64_t>(store.adam_m().size()) == total) {
+      ROFORMER_CUDA_CHECK(cudaMemcpyAsync(adam_m, store.adam_m().data(), sizeof(float) * total,
+                                          cudaMemcpyHostToDevice, stream));
+      ROFORMER_CUDA_CHECK(cudaMemcpyAsync(adam_v, store.adam_v().data(), sizeof(float) * total,
+                                          cudaMemcpyHostToDevice, stream));
+    }
+    ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout, bool backward,
+                            float grad_scale, float mlm_scale, float sop_scale) override;
+
+ private:
+  static BlasOptions Deterministic() {
+    BlasOptions o;
+    o.deterministic = true;
+    return o;
+  }
+  // Parameter views: fp32 master (biases, LayerNorm, anything only read elementwise), the GEMM
+  // operand copy (T), the fp32 gradient.
+  float* P(int64_t off) { return params + off; }
+  T* W(int64_t off) {
+    if constexpr (std::is_same_v<T, bf16>) {
+      return wt + off;
+    } else {
+      return params + off;
+    }
+  }
+  float* Gr(int64_t off) { return grads + off; }
+
+  int H() const { return d.hidden; }
+  int E() const { return d.embedding; }
+  int Hl() const { return d.local_heads() * d.head_dim; }
+  int Il() const { return d.local_intermediate(); }
+  int Vl() const { return d.local_vocab(); }
+  T* Hidden(int i) { return i == 0 ? hidden0 : acts[i - 1].out; }
+  T* SequenceOutput() { return cfg.pre_ln() ? final_out : Hidden(d.layers); }
+
+  void Resolve(const ParamStore& layout);
+  void Reserve(int b, int l);
+  void ReserveHead(int64_t m);
+  DropoutSpec Spec(float p, uint32_t layer_id, uint32_t op, int64_t cols_global,
+                   int64_t col_offset) const;
+  AttentionParams AttnParams(int l) const;
+  void EncoderForward(const Batch& batch, const DropoutContext& dc);
+  void LayerForward(int l);
+  void EncoderBackward();
+  void LayerBackward(int l);
+  CrossEntropyStats ReadStats();
+  CrossEntropyStats MlmHead(const Batch& batch, bool backward, float grad_scale);
+  CrossEntropyStats SopHead(const Batch& batch, bool backward, float grad_scale);
+
+  config::ModelConfig cfg;
+  ModelDims d;
+  Blas blas;
+  bf16* wt = nullptr;  // bf16 copy of the master weights (T = bf16 only)
+  float* rope_dev = nullptr;
+
+  int64_t word = 0, type = 0, emb_ln_g = 0, emb_ln_b = 0, proj_w = -1, proj_b = -1;
+  std::vector<LayerRefs> layer;
+  int64_t final_g = -1, final_b = -1;
+  int64_t head_w = 0, head_b = 0, head_ln_g = 0, head_ln_b = 0, dec_bias = 0;
+  int64_t sop_w = 0, sop_b = 0, cls_w = 0, cls_b = 0;
+
+  Arena arena, head_arena;
+  int cap_b = 0, cap_l = 0;
+  int64_t cap_m = 0;
+  std::vector<LayerActs<T>> acts;
+  T *emb_sum = nullptr, *emb_out = nullptr, *hidden0 = nullptr, *final_out = nullptr;
+  float *emb_mean = nullptr, *emb_rstd = nullptr, *final_mean = nullptr, *final_rstd = nullptr;
+  float *carry = nullptr, *dcarry = nullptr;
+  T *G = nullptr, *D1 = nullptr, *D2 = nullptr, *dctx = nullptr, *dq = nullptr, *dk = nullptr,
+    *dv = nullptr, *dffn = nullptr, *dE = nullptr, *dE2 = nullptr, *d_seq = nullptr;
+  void *attn_ws = nullptr, *ln_ws = nullptr, *col_ws = nullptr, *ce_ws = nullptr;
+  int32_t *ids = nullptr, *types = nullptr, *mask = nullptr, *cls_index = nullptr;
+  // Embedding-backward groups of the last forward (host lists, device copies): word, token type.
+  EmbeddingGroups groups[2];
+  int32_t *group_ids[2] = {}, *group_starts[2] = {}, *group_rows[2] = {};
+  CrossEntropyDeviceStats* ce_stats = nullptr;
+  T *sop_cls = nullptr, *sop_pre = nullptr, *sop_pool = nullptr, *sop_logits = nullptr,
+    *sop_dpool = nullptr, *sop_dcls = nullptr;
+  int32_t *sop_labels = nullptr, *mlm_pos = nullptr, *mlm_lab = nullptr;
+  T *h_g = nullptr, *h_t1 = nullptr, *h_t2 = nullptr, *h_t3 = nullptr, *h_logits = nullptr,
+    *h_dg = nullptr, *h_dt3 = nullptr, *h_dt2 = nullptr;
+  float *h_mean = nullptr, *h_rstd = nullptr;
+
+  int B = 0, L = 0;
+  DropoutContext drop;
+};
+
+template <typename T>
+void Model<T>::Resolve(const ParamStore& layout) {
+  auto off = [&](const std::string& name) {
+    if (!layout.has(name)) Fail("CudaRoFormerModel: the store has no tensor '", name, "'");
+    return layout.info(name).offset;
+  };
+  if (layout.info("roformer.embeddings.word_embeddings.weight").local_shape[0] != d.vocab_padded)
+    Fail("CudaRoFormerModel: the store must come from a tp = 1 model of the same config");
+  word = off("roformer.embeddings.word_embeddings.weight");
+  type = off("roformer.embeddings.token_type_embeddings.weight");
+  emb_ln_g = off("roformer.embeddings.LayerNorm.weight");
+  emb_ln_b = off("roformer.embeddings.LayerNorm.bias");
+  if (E() != H()) {
+    proj_w = off("roformer.embeddings_project.weight");
+    proj_b = off("roformer.embeddings_project.bias");
+  }
+  layer.resize(d.layers);
+  for (int l = 0; l < d.layers; ++l) {
+    const std::string p = "roformer.encoder.layer." + std::to_string(l) + ".";
+    LayerRefs& x = layer[l];
+    x.q_w = off(p + "attention.self.query.weight");
+    x.q_b = off(p + "attention.self.query.bias");
+    x.k_w = off(p + "attention.self.key.weight");
+    x.k_b = off(p + "attention.self.key.bias");
+    x.v_w = off(p + "attention.self.value.weight");
+    x.v_b = off(p + "attention.self.value.bias");
+    x.o_w = off(p + "attention.output.dense.weight");
+    x.o_b = off(p + "attention.output.dense.bias");
+    x.lna_g = off(p + "attention.output.LayerNorm.weight");
+    x.lna_b = off(p + "attention.output.LayerNorm.bias");
+    x.f1_w = off(p + "intermediate.dense.weight");
+    x.f1_b = off(p + "intermediate.dense.bias");
+    x.f2_w = off(p + "output.dense.weight");
+    x.f2_b = off(p + "output.dense.bias");
+    x.lnf_g = off(p + "output.LayerNorm.weight");
+    x.lnf_b = off(p + "output.LayerNorm.bias");
+  }
+  if (cfg.pre_ln()) {
+    final_g = off("roformer.encoder.final_layer_norm.weight");
+    final_b = off("roformer.encoder.final_layer_norm.bias");
+  }
+  head_w = off("cls.predictions.transform.dense.weight");
+  head_b = off("cls.predictions.transform.dense.bias");
+  head_ln_g = off("cls.predictions.transform.LayerNorm.weight");
+  head_ln_b = off("cls.predictions.transform.LayerNorm.bias");
+  dec_bias = off("cls.predictions.bias");
+  sop_w = off("sop.pooler.dense.weight");
+  sop_b = off("sop.pooler.dense.bias");
+  cls_w = off("sop.classifier.weight");
+  cls_b = off("sop.classifier.bias");
+}
+
+template <typename T>
+void Model<T>::Reserve(int b, int l) {
+  if (b <= cap_b && l <= cap_l) return;
+  cap_b = std::max(cap_b, b);
+  cap_l = std::max(cap_l, l);
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  arena.Clear();
+  const int64_t BL = static_cast<int64_t>(cap_b) * cap_l, H = d.hidden, E = d.embedding;
+  const int64_t hl = Hl(), il = Il();
+  const int64_t scores = static_cast<int64_t>(cap_b) * d.local_heads() * cap_l * cap_l;
+  const bool pre = cfg.pre_ln();
+  emb_sum = arena.Take<T>(BL * E);
+  emb_out = arena.Take<T>(BL * E);
+  emb_mean = arena.Take<float>(BL);
+  emb_rstd = arena.Take<float>(BL);
+  hidden0 = E != H ? arena.Take<T>(BL * H) : emb_out;
+  acts.assign(d.layers, {});
+  for (auto& a : acts) {
+    a.attn_in = pre ? arena.Take<T>(BL * H) : nullptr;
+    a.q = arena.Take<T>(BL * hl);
+    a.k = arena.Take<T>(BL * hl);
+    a.v = arena.Take<T>(BL * hl);
+    a.probs = arena.Take<T>(scores);
+    a.ctx = arena.Take<T>(BL * hl);
+    a.res1 = arena.Take<T>(BL * H);
+    a.ffn_in = arena.Take<T>(BL * H);
+    a.ffn_pre = arena.Take<T>(BL * il);
+    a.ffn_act = arena.Take<T>(BL * il);
+    a.res2 = arena.Take<T>(BL * H);
+    a.out = pre ? a.res2 : arena.Take<T>(BL * H);
+    a.lna_mean = arena.Take<float>(BL);
+    a.lna_rstd = arena.Take<float>(BL);
+    a.lnf_mean = arena.Take<float>(BL);
+    a.lnf_rstd = arena.Take<float>(BL);
+  }
+  if (pre) {
+    final_out = arena.Take<T>(BL * H);
+    final_mean = arena.Take<float>(BL);
+    final_rstd = arena.Take<float>(BL);
+  }
+  carry = arena.Take<float>(scores);
+  dcarry = arena.Take<float>(scores);
+  G = arena.Take<T>(BL * H);
+  D1 = arena.Take<T>(BL * H);
+  D2 = arena.Take<T>(BL * H);
+  dctx = arena.Take<T>(BL * hl);
+  dq = arena.Take<T>(BL * hl);
+  dk = arena.Take<T>(BL * hl);
+  dv = arena.Take<T>(BL * hl);
+  dffn = arena.Take<T>(BL * il);
+  dE = arena.Take<T>(BL * E);
+  dE2 = arena.Take<T>(BL * E);
+  d_seq = arena.Take<T>(BL * H);
+  AttentionDims ad{cap_b, cap_l, d.local_heads(), d.head_dim, hl};
+  AttentionParams ap;
+  ap.dropout.p = 0.5f;  // size for the dropout variant (it needs the extra probability copy)
+  attn_ws = arena.Take<char>(static_cast<int64_t>(AttentionWorkspaceBytes<T>(ad, ap)));
+  const int widest = std::max({d.hidden, d.embedding, d.intermediate, d.vocab_padded});
+  ln_ws = arena.Take<char>(static_cast<int64_t>(LayerNormBackwardWorkspaceBytes(widest)));
+  col_ws = arena.Take<char>(static_cast<int64_t>(ColumnSumWorkspaceBytes(widest)));
+  ids = arena.Take<int32_t>(BL);
+  types = arena.Take<int32_t>(BL);
+  for (int i = 0; i < 2; ++i) {
+    group_ids[i] = arena.Take<int32_t>(BL);
+    group_starts[i] = arena.Take<int32_t>(BL + 1);
+    group_rows[i] = arena.Take<int32_t>(BL);
+  }
+  mask = arena.Take<int32_t>(BL);
+  cls_index = arena.Take<int32_t>(cap_b);
+  sop_labels = arena.Take<int32_t>(cap_b);
+  ce_stats = arena.Take<CrossEntropyDeviceStats>(1);
+  ce_ws = arena.Take<char>(static_cast<int64_t>(CrossEntropyWorkspaceBytes(
+      std::max<int64_t>(BL, cap_b))));  // MLM rows are at most BL, SOP rows B
+  sop_cls = arena.Take<T>(cap_b * H);
+  sop_pre = arena.Take<T>(cap_b * H);
+  sop_pool = arena.Take<T>(cap_b * H);
+  sop_logits = arena.Take<T>(cap_b * 2);
+  sop_dpool = arena.Take<T>(cap_b * H);
+  sop_dcls = arena.Take<T>(cap_b * H);
+}
+
+template <typename T>
+void Model<T>::ReserveHead(int64_t m) {
+  if (m <= cap_m) return;
+  cap_m = m;
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  head_arena.Clear();
+  const int64_t H = d.hidden, E = d.embedding, V = Vl();
+  mlm_pos = head_arena.Take<int32_t>(m);
+  mlm_lab = head_arena.Take<int32_t>(m);
+  h_g = head_arena.Take<T>(m * H);
+  h_t1 = head_arena.Take<T>(m * E);
+  h_t2 = head_arena.Take<T>(m * E);
+  h_t3 = head_arena.Take<T>(m * E);
+  h_mean = head_arena.Take<float>(m);
+  h_rstd = head_arena.Take<float>(m);
+  h_logits = head_arena.Take<T>(m * V);
+  h_dt3 = head_arena.Take<T>(m * E);
+  h_dt2 = head_arena.Take<T>(m * E);
+  h_dg = head_arena.Take<T>(m * H);
+}
+
+template <typename T>
+DropoutSpec Model<T>::Spec(float p, uint32_t layer_id, uint32_t op, int64_t cols_global,
+                           int64_t col_offset) const {
+  DropoutSpec s;
+  if (!drop.enabled || p <= 0.0f) return s;
+  s.p = p;
+  s.key = drop.seed;
+  s.stream = DropoutStreamId(drop.step, drop.micro, layer_id, op);
+  s.cols_global = cols_global;
+  s.col_offset = col_offset;
+  return s;
+}
+
+template <typename T>
+AttentionParams Model<T>::AttnParams(int l) const {
+  AttentionParams ap;
+  ap.realformer = cfg.realformer();
+  ap.has_prev = l > 0;
+  ap.mean_div = cfg.realformer() && cfg.realformer_running_mean() ? 1.0f / (l + 1) : 1.0f;
+  ap.log_n = cfg.attention_scale() == "log_n";
+  const int64_t LL = static_cast<int64_t>(L) * L;
+  ap.dropout = Spec(cfg.attention_probs_dropout_prob(), l, kDropAttnProbs, d.heads * LL, 0);
+  return ap;
+}
+
+template <typename T>
+void Model<T>::EncoderForward(const Batch& batch, const DropoutContext& dc) {
+  if (batch.batch <= 0 || batch.seq_len <= 0 || batch.seq_len > d.max_positions)
+    Fail("CudaRoFormerModel: bad batch shape ", batch.batch, " x ", batch.seq_len);
+  const size_t n = static_cast<size_t>(batch.batch) * batch.seq_len;
+  if (batch.input_ids.size() != n || batch.token_type_ids.size() != n ||
+      batch.attention_mask.size() != n)
+    Fail("CudaRoFormerModel: input_ids/token_type_ids/attention_mask need ", n, " entries");
+  // The CPU model's Validate: out-of-range ids would silently read zero rows here.
+  for (size_t i = 0; i < n; ++i) {
+    if (batch.input_ids[i] < 0 || batch.input_ids[i] >= d.vocab)
+      Fail("batch: input_ids[", i, "] = ", batch.input_ids[i], " outside the vocab");
+    if (batch.token_type_ids[i] < 0 || batch.token_type_ids[i] >= d.type_vocab)
+      Fail("batch: token_type_ids[", i, "] = ", batch.token_type_ids[i], " outside [0, ",
+           d.type_vocab, ")");
+  }
+  for (size_t i = 0; i < batch.mlm_positions.size(); ++i) {
+    if (batch.mlm_positions[i] < 0 || static_cast<size_t>(batch.mlm_positions[i]) >= n)
+      Fail("batch: mlm_positions[", i, "] = ", batch.mlm_positions[i], " outside [0, ", n, ")");
+  }
+  for (size_t i = 0; i < batch.mlm_labels.size(); ++i) {
+    if (batch.mlm_labels[i] < 0 || batch.mlm_labels[i] >= d.vocab)
+      Fail("batch: mlm_labels[", i, "] = ", batch.mlm_labels[i], " outside the vocab");
+  }
+  for (size_t i = 0; i < batch.sop_labels.size(); ++i) {
+    if (batch.sop_labels[i] != 0 && batch.sop_labels[i] != 1)
+      Fail("batch: sop_labels[", i, "] = ", batch.sop_labels[i], " must be 0 or 1");
+  }
+  if (batch.mlm_positions.size() > n)
+    Fail("batch: more mlm_positions (", batch.mlm_positions.size(), ") than tokens (", n, ")");
+  Reserve(batch.batch, batch.seq_len);
+  B = batch.batch;
+  L = batch.seq_len;
+  drop = dc;
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  const int H = d.hidden, E = d.embedding;
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(ids, batch.input_ids.data(), 4 * BL, cudaMemcpyHostToDevice, stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(types, batch.token_type_ids.data(), 4 * BL, cudaMemcpyHostToDevice, stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(mask, batch.attention_mask.data(), 4 * BL, cudaMemcpyHostToDevice, stream));
+
+  // The embedding backward's row groups, built on the host from the host ids (HF padding_idx:
+  // the [PAD] row, id 0, never receives a gradient).
+  BuildEmbeddingGroups(batch.input_ids.data(), BL, 0, Vl(), /*skip_id=*/0, &groups[0]);
+  BuildEmbeddingGroups(batch.token_type_ids.data(), BL, 0, d.type_vocab, /*skip_id=*/-1,
+                       &groups[1]);
+  for (int i = 0; i < 2; ++i) {
+    const EmbeddingGroups& g = groups[i];
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(group_ids[i], g.ids.data(), 4 * g.ids.size(),
+                                        cudaMemcpyHostToDevice, stream));
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(group_starts[i], g.starts.data(), 4 * g.starts.size(),
+                                        cudaMemcpyHostToDevice, stream));
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(group_rows[i], g.rows.data(), 4 * g.rows.size(),
+                                        cudaMemcpyHostToDevice, stream));
+  }
+
+  EmbeddingForward<T>(ids, W(word), emb_sum, BL, E, 0, Vl(), false, stream);
+  EmbeddingForward<T>(types, W(type), emb_sum, BL, E, 0, d.type_vocab, true, stream);
+  LayerNormForward<T>(emb_sum, P(emb_ln_g), P(emb_ln_b), emb_out, emb_mean, emb_rstd, BL, E,
+                      cfg.layer_norm_eps(), stream);
+  DropoutForward<T>(Spec(cfg.hidden_dropout_prob(), 0, kDropEmbedding, E, 0), emb_out, emb_out, BL,
+                    E, stream);
+  if (E != H) LinearForward<T>(blas, emb_out, W(proj_w), P(proj_b), hidden0, BL, E, H);
+
+  for (int l = 0; l < d.layers; ++l) LayerForward(l);
+
+  if (cfg.pre_ln()) {
+    LayerNormForward<T>(Hidden(d.layers), P(final_g), P(final_b), final_out, final_mean, final_rstd,
+                        BL, H, cfg.layer_norm_eps(), stream);
+  }
+}
+
+template <typename T>
+void Model<T>::LayerForward(int l) {
+  const LayerRefs& w = layer[l];
+  LayerActs<T>& a = acts[l];
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  const int H = d.hidden, hl = Hl(), il = Il();
+  const float eps = cfg.layer_norm_eps();
+  const bool pre = cfg.pre_ln();
+  T* x = Hidden(l);
+
+  // ---- attention ----
+  if (pre)
+    LayerNormForward<T>(x, P(w.lna_g), P(w.lna_b), a.attn_in, a.lna_mean, a.lna_rstd, BL, H, eps,
+                        stream);
+  T* ain = pre ? a.attn_in : x;
+  LinearForward<T>(blas, ain, W(w.q_w), P(w.q_b), a.q, BL, H, hl);
+  LinearForward<T>(blas, ain, W(w.k_w), P(w.k_b), a.k, BL, H, hl);
+  LinearForward<T>(blas, ain, W(w.v_w), P(w.v_b), a.v, BL, H, hl);
+  RopeForward<T>(a.q, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
+  RopeForward<T>(a.k, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
+  AttentionDims ad{B, L, d.local_heads(), d.head_dim, hl};
+  AttentionForward<T>(blas, ad, AttnParams(l), a.q, a.k, a.v, mask, carry, a.probs, a.ctx, attn_ws);
+  LinearForward<T>(blas, a.ctx, W(w.o_w), nullptr, a.res1, BL, hl, H);
+  BiasDropoutResidualForward<T>(Spec(cfg.hidden_dropout_prob(), l, kDropAttnOut, H, 0), a.res1,
+                                P(w.o_b), x, BL, H, stream);
+  if (pre) {
+    LayerNormForward<T>(a.res1, P(w.lnf_g), P(w.lnf_b), a.ffn_in, a.lnf_mean, a.lnf_rstd, BL, H,
+                        eps, stream);
+  } else {
+    LayerNormForward<T>(a.res1, P(w.lna_g), P(w.lna_b), a.ffn_in, a.lna_mean, a.lna_rstd, BL, H,
+                        eps, stream);
+  }
+
+  // ---- FFN ----
+  LinearForward<T>(blas, a.ffn_in, W(w.f1_w), P(w.f1_b), a.ffn_pre, BL, H, il);
+  GeluForward<T>(a.ffn_pre, a.ffn_act, BL * il, stream);
+  LinearForward<T>(blas, a.ffn_act, W(w.f2_w), nullptr, a.res2, BL, il, H);
+  BiasDropoutResidualForward<T>(Spec(cfg.hidden_dropout_prob(), l, kDropFfnOut, H, 0), a.res2,
+                                P(w.f2_b), pre ? a.res1 : a.ffn_in, BL, H, stream);
+  if (!pre) {
+    LayerNormForward<T>(a.res2, P(w.lnf_g), P(w.lnf_b), a.out, a.lnf_mean, a.lnf_rstd, BL, H, eps,
+                        stream);
+  }
+}
+
+template <typename T>
+void Model<T>::LayerBackward(int l) {
+  // In: G = d(layer output). Out: G = d(layer input).
+  const LayerRefs& w = layer[l];
+  LayerActs<T>& a = acts[l];
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  const int H = d.hidden, hl = Hl(), il = Il();
+  const bool pre = cfg.pre_ln();
+  T* x = Hidden(l);
+  T* ain = pre ? a.attn_in : x;
+  const DropoutSpec ffn_drop = Spec(cfg.hidden_dropout_prob(), l, kDropFfnOut, H, 0);
+  const DropoutSpec attn_drop = Spec(cfg.hidden_dropout_prob(), l, kDropAttnOut, H, 0);
+
+  // ---- FFN ----
+  T* dres2 = G;
+  if (!pre) {
+    LayerNormBackward<T>(G, a.res2, a.lnf_mean, a.lnf_rstd, P(w.lnf_g), D1, Gr(w.lnf_g),
+                         Gr(w.lnf_b), BL, H, false, ln_ws, stream);
+    dres2 = D1;
+  }
+  DropoutBackward<T>(ffn_drop, dres2, D2, BL, H, stream);
+  LinearBackward<T>(blas, D2, a.ffn_act, W(w.f2_w), dffn, Gr(w.f2_w), Gr(w.f2_b), BL, il, H, false,
+                    col_ws);
+  GeluBackward<T>(dffn, a.ffn_pre, dffn, BL * il, stream);
+  T* dffn_in = pre ? D1 : D2;  // post-LN: D1 still holds dres2 (the residual branch)
+  // One call for dgrad and wgrad (the CPU splits them only to overlap the TP all-reduce).
+  LinearBackward<T>(blas, dffn, a.ffn_in, W(w.f1_w), dffn_in, Gr(w.f1_w), Gr(w.f1_b), BL, H, il,
+                    false, col_ws);
+  T* dres1;
+  if (pre) {
+    LayerNormBackward<T>(D1, a.res1, a.lnf_mean, a.lnf_rstd, P(w.lnf_g), G, Gr(w.lnf_g),
+                         Gr(w.lnf_b), BL, H, /*accumulate_dx=*/true, ln_ws, stream);
+    dres1 = G;
+  } else {
+    AddInPlace<T>(D2, D1, BL * H, stream);  // res2 = ffn_in + ...: d ffn_in total
+    LayerNormBackward<T>(D2, a.res1, a.lna_mean, a.lna_rstd, P(w.lna_g), D1, Gr(w.lna_g),
+                         Gr(w.lna_b), BL, H, false, ln_ws, stream);
+    dres1 = D1;
+  }
+
+  // ---- attention ----
+  DropoutBackward<T>(attn_drop, dres1, D2, BL, H, stream);
+  LinearBackward<T>(blas, D2, a.ctx, W(w.o_w), dctx, Gr(w.o_w), Gr(w.o_b), BL, hl, H, false,
+                    col_ws);
+  AttentionDims ad{B, L, d.local_heads(), d.head_dim, hl};
+  AttentionBackward<T>(blas, ad, AttnParams(l), dctx, a.q, a.k, a.v, mask, a.probs, dcarry,
+                       l + 1 < d.layers, dq, dk, dv, attn_ws);
+  RopeBackward<T>(dq, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
+  RopeBackward<T>(dk, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
+  T* dain = pre ? D1 : G;  // pre: G holds dres1 (residual); post: D1 holds dres1
+  LinearBackward<T>(blas, dq, ain, W(w.q_w), dain, Gr(w.q_w), Gr(w.q_b), BL, H, hl, false, col_ws);
+  LinearBackward<T>(blas, dk, ain, W(w.k_w), dain, Gr(w.k_w), Gr(w.k_b), BL, H, hl, true, col_ws);
+  LinearBackward<T>(blas, dv, ain, W(w.v_w), dain, Gr(w.v_w), Gr(w.v_b), BL, H, hl, true, col_ws);
+  if (pre) {
+    LayerNormBackward<T>(D1, x, a.lna_mean, a.lna_rstd, P(w.lna_g), G, Gr(w.lna_g), Gr(w.lna_b), BL,
+                         H, /*accumulate_dx=*/true, ln_ws, stream);
+  } else {
+    AddInPlace<T>(G, D1, BL * H, stream);
+  }
+}
+
+template <typename T>
+void Model<T>::EncoderBackward() {
+  // In: d_seq = d(sequence output), already scaled.
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  const int H = d.hidden, E = d.embedding;
+  if (cfg.pre_ln()) {
+    LayerNormBackward<T>(d_seq, Hidden(d.layers), final_mean, final_rstd, P(final_g), G,
+                         Gr(final_g), Gr(final_b), BL, H, false, ln_ws, stream);
+  } else {
+    ROFORMER_CUDA_CHECK(
+        cudaMemcpyAsync(G, d_seq, sizeof(T) * BL * H, cudaMemcpyDeviceToDevice, stream));
+  }
+  for (int l = d.layers - 1; l >= 0; --l) LayerBackward(l);
+  T* demb = G;
+  if (E != H) {
+    LinearBackward<T>(blas, G, emb_out, W(proj_w), dE, Gr(proj_w), Gr(proj_b), BL, E, H, false,
+                      col_ws);
+    demb = dE;
+  }
+  DropoutBackward<T>(Spec(cfg.hidden_dropout_prob(), 0, kDropEmbedding, E, 0), demb, demb, BL, E,
+                     stream);
+  LayerNormBackward<T>(demb, emb_sum, emb_mean, emb_rstd, P(emb_ln_g), dE2, Gr(emb_ln_g),
+                       Gr(emb_ln_b), BL, E, false, ln_ws, stream);
+  // Grouped by id on the host (BuildEmbeddingGroups): the CPU's per-element summation order, and
+  // deterministic, with one block per distinct id.
+  EmbeddingBackwardGrouped<T>(group_ids[0], group_starts[0], group_rows[0],
+                              static_cast<int>(groups[0].ids.size()), dE2, Gr(word), E, stream);
+  EmbeddingBackwardGrouped<T>(group_ids[1], group_starts[1], group_rows[1],
+                              static_cast<int>(groups[1].ids.size()), dE2, Gr(type), E, stream);
+}
+
+template <typename T>
+CrossEntropyStats Model<T>::ReadStats() {
+  CrossEntropyDeviceStats s{};
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(&s, ce_stats, sizeof(s), cudaMemcpyDeviceToHost, stream));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  CrossEntropyStats st;
+  st.loss_sum = s.loss_sum;
+  st.count = s.count;
+  st.correct = s.correct;
+  return st;
+}
+
+template <typename T>
+CrossEntropyStats Model<T>::MlmHead(const Batch& batch, bool backward, float grad_scale) {
+  const int64_t m = static_cast<int64_t>(batch.mlm_positions.size());
+  if (m == 0) return {};
+  if (batch.mlm_labels.size() != batch.mlm_positions.size())
+    Fail("CudaRoFormerModel: mlm_positions and mlm_labels differ in size");
+  ReserveHead(m);
+  const int H = d.hidden, E = d.embedding, V = Vl();
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(mlm_pos, batch.mlm_positions.data(), 4 * m, cudaMemcpyHostToDevice, stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(mlm_lab, batch.mlm_labels.data(), 4 * m, cudaMemcpyHostToDevice, stream));
+  GatherRows<T>(SequenceOutput(), mlm_pos, h_g, m, H, stream);
+  LinearForward<T>(blas, h_g, W(head_w), P(head_b), h_t1, m, H, E);
+  GeluForward<T>(h_t1, h_t2, m * E, stream);
+  LayerNormForward<T>(h_t2, P(head_ln_g), P(head_ln_b), h_t3, h_mean, h_rstd, m, E,
+                      cfg.layer_norm_eps(), stream);
+  LinearForward<T>(blas, h_t3, W(word), P(dec_bias), h_logits, m, E, V);
+  const float row_scale = grad_scale / static_cast<float>(m);
+  SoftmaxCrossEntropy<T>(h_logits, mlm_lab, m, V, d.vocab, backward ? h_logits : nullptr, row_scale,
+                         ce_stats, ce_ws, stream);
+  const CrossEntropyStats st = ReadStats();
+  if (!backward) return st;
+  // Tied decoder: its wgrad lands in the word embedding's gradient rows.
+  LinearBackward<T>(blas, h_logits, h_t3, W(word), h_dt3, Gr(word), Gr(dec_bias), m, E, V, false,
+                    col_ws);
+  LayerNormBackward<T>(h_dt3, h_t2, h_mean, h_rstd, P(head_ln_g), h_dt2, Gr(head_ln_g),
+                       Gr(head_ln_b), m, E, false, ln_ws, stream);
+  GeluBackward<T>(h_dt2, h_t1, h_dt2, m * E, stream);
+  LinearBackward<T>(blas, h_dt2, h_g, W(head_w), h_dg, Gr(head_w), Gr(head_b), m, H, E, false,
+                    col_ws);
+  // Distinct positions (the data pipeline's case) give every element one add, so the parallel
+  // kernel is exact and deterministic; repeated positions take the ordered one.
+  std::vector<char> seen(static_cast<size_t>(B) * L, 0);
+  bool distinct = true;
+  for (const int32_t p : batch.mlm_positions) distinct &= seen[p]++ == 0;
+  ScatterAddRows<T>(h_dg, mlm_pos, d_seq, m, H, /*deterministic=*/!distinct, stream);
+  return st;
+}
+
+template <typename T>
+CrossEntropyStats Model<T>::SopHead(const Batch& batch, bool backward, float grad_scale) {
+  const int H = d.hidden;
+  std::vector<int32_t> cls(B);
+  for (int b = 0; b < B; ++b) cls[b] = b * L;
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(cls_index, cls.data(), 4 * B, cudaMemcpyHostToDevice, stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(sop_labels, batch.sop_labels.data(), 4 * B, cudaMemcpyHostToDevice, stream));
+  GatherRows<T>(SequenceOutput(), cls_index, sop_cls, B, H, stream);
+  LinearForward<T>(blas, sop_cls, W(sop_w), P(sop_b), sop_pre, B, H, H);
+  TanhForward<T>(sop_pre, sop_pool, static_cast<int64_t>(B) * H, stream);
+  LinearForward<T>(blas, sop_pool, W(cls_w), P(cls_b), sop_logits, B, H, 2);
+  const float row_scale = grad_scale / static_cast<float>(B);
+  SoftmaxCrossEntropy<T>(sop_logits, sop_labels, B, 2, 2, backward ? sop_logits : nullptr,
+                         row_scale, ce_stats, ce_ws, stream);
+  // `cls` must outlive the asynchronous copy above: ReadStats synchronises the stream.
+  const CrossEntropyStats st = ReadStats();
+  if (!backward) return st;
+  LinearBackward<T>(blas, sop_logits, sop_pool, W(cls_w), sop_dpool, Gr(cls_w), Gr(cls_b), B, H, 2,
+                    false, col_ws);
+  TanhBackward<T>(sop_dpool, sop_pool, sop_dpool, static_cast<int64_t>(B) * H, stream);
+  LinearBackward<T>(blas, sop_dpool, sop_cls, W(sop_w), sop_dcls, Gr(sop_w), Gr(sop_b), B, H, H,
+                    false, col_ws);
+  // [CLS] rows are distinct: the parallel kernel is exact here.
+  ScatterAddRows<T>(sop_dcls, cls_index, d_seq, B, H, /*deterministic=*/false, stream);
+  return st;
+}
+
+template <typename T>
+LossStats Model<T>::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
+                                    bool backward, float grad_scale, float mlm_scale,
+                                    float sop_scale) {
+  const auto t0 = std::chrono::steady_clock::now();
+  EncoderForward(batch, dropout);
+  const int64_t BL = static_cast<int64_t>(B) * L;
+  if (backward) ROFORMER_CUDA_CHECK(cudaMemsetAsync(d_seq, 0, sizeof(T) * BL * H(), stream));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  LossStats ls;
+  const auto t1 = std::chrono::steady_clock::now();
+  ls.forward_seconds = std::chrono::duration<double>(t1 - t0).count();
+  const CrossEntropyStats mlm =
+      MlmHead(batch, backward && mlm_scale != 0.0f, grad_scale * mlm_scale);
+  ls.mlm_count = mlm.count;
+  ls.mlm_correct = mlm.correct;
+  ls.mlm_loss = mlm.count > 0 ? mlm.loss_sum / mlm.count : 0.0;
+  if (!batch.sop_labels.empty()) {
+    if (batch.sop_labels.size() != static_cast<size_t>(B))
+      Fail("CudaRoFormerModel: ", batch.sop_labels.size(), " sop_labels for ", B, " sequences");
+    const CrossEntropyStats sop =
+        SopHead(batch, backward && sop_scale != 0.0f, grad_scale * sop_scale);
+    ls.sop_count = sop.count;
+    ls.sop_correct = sop.correct;
+    ls.sop_loss = sop.count > 0 ? sop.loss_sum / sop.count : 0.0;
+  }
+  ls.loss = ls.mlm_loss + ls.sop_loss;
+  if (backward) EncoderBackward();
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  ls.backward_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  return ls;
+}
+
+}  // namespace
+
+CudaRoFormerModel::CudaRoFormerModel(const config::ModelConfig& cfg, const ParamStore& layout,
+                                     cudaStream_t stream) {
+  if (cfg.precision() == "bf16") {
+    impl_ = std::make_unique<Model<bf16>>(cfg, layout, stream);
+  } else if (cfg.precision() == "fp32" || cfg.precision().empty()) {
+    impl_ = std::make_unique<Model<float>>(cfg, layout, stream);
+  } else {
+    Fail("model.precision must be \"fp32\" or \"bf16\" (got \"", cfg.precision(), "\")");
+  }
+}
+
+CudaRoFormerModel::~CudaRoFormerModel() = default;
+
+void CudaRoFormerModel::UploadParams(const ParamStore& store) { impl_->UploadParams(store); }
+
+void CudaRoFormerModel::DownloadGrads(ParamStore* store) const {
+  if (store->size() != impl_->total) Fail("CudaRoFormerModel: store size mismatch");
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+  ROFORMER_CUDA_CHECK(cudaMemcpy(store->grads().data(), impl_->grads, sizeof(float) * impl_->total,
+                                 cudaMemcpyDeviceToHost));
+}
+
+void CudaRoFormerModel::DownloadParams(ParamStore* store) const {
+  Impl& m = *impl_;
+  if (store->size() != m.total) Fail("CudaRoFormerModel: store size mismatch");
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  ROFORMER_CUDA_CHECK(cudaMemcpy(store->params().data(), m.params, sizeof(float) * m.total,
+                                 cudaMemcpyDeviceToHost));
+  if (m.adam_m && static_cast<int64_t>(store->adam_m().size()) == m.total) {
+    ROFORMER_CUDA_CHECK(cudaMemcpy(store->adam_m().data(), m.adam_m, sizeof(float) * m.total,
+                                   cudaMemcpyDeviceToHost));
+    ROFORMER_CUDA_CHECK(cudaMemcpy(store->adam_v().data(), m.adam_v, sizeof(float) * m.total,
+                                   cudaMemcpyDeviceToHost));
+  }
+}
+
+GradCheck CudaRoFormerModel::AdamWStep(const AdamWOptions& opt, double lr, int64_t step) {
+  Impl& m = *impl_;
+  const int nseg = static_cast<int>(m.infos.size());
+  if (!m.adam_m) {
+    const size_t bytes = sizeof(float) * std::max<int64_t>(m.total, 1);
+    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.adam_m), bytes));
+    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.adam_v), bytes));
+    ROFORMER_CUDA_CHECK(cudaMemsetAsync(m.adam_m, 0, bytes, m.stream));
+    ROFORMER_CUDA_CHECK(cudaMemsetAsync(m.adam_v, 0, bytes, m.stream));
+    // Segments = tensors in store order, as CheckGradients walks them.
+    std::vector<int64_t> offsets;
+    for (const auto& info : m.infos) offsets.push_back(info.offset);
+    offsets.push_back(nseg > 0 ? m.infos.back().offset + m.infos.back().numel : 0);
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&m.seg_offsets), sizeof(int64_t) * offsets.size()));
+    ROFORMER_CUDA_CHECK(cudaMemcpy(m.seg_offsets, offsets.data(), sizeof(int64_t) * offsets.size(),
+                                   cudaMemcpyHostToDevice));
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&m.seg_sums), sizeof(double) * std::max(nseg, 1)));
+    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.norm2), sizeof(double)));
+    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.first_bad), sizeof(int)));
+    ROFORMER_CUDA_CHECK(cudaMalloc(&m.norm_ws, std::max<size_t>(GradNormWorkspaceBytes(nseg), 1)));
+  }
+  GradSumSquares(m.grads, m.seg_offsets, nseg, m.seg_sums, m.norm2, m.first_bad, m.norm_ws,
+                 m.stream);
+  double n2 = 0;
+  int bad = -1;
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(&n2, m.norm2, sizeof(double), cudaMemcpyDeviceToHost, m.stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMemcpyAsync(&bad, m.first_bad, sizeof(int), cudaMemcpyDeviceToHost, m.stream));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  GradCheck gc;
+  gc.norm = std::sqrt(n2);
+  if (bad >= 0) {
+    gc.finite = false;
+    gc.first_bad = m.infos[bad].name;
+    return gc;
+  }
+  const AdamWCoefficients c =
+      MakeAdamWCoefficients(opt.beta1, opt.beta2, opt.eps, lr, step, opt.grad_clip, gc.norm);
+  for (const auto& info : m.infos) {
+    // model/optimizer.cc's decay factor: lr * weight_decay for decayed tensors, else 0.
+    const float decay = info.weight_decay ? static_cast<float>(lr * opt.weight_decay) : 0.0f;
+    AdamWUpdate(c, decay, m.params + info.offset, m.grads + info.offset, m.adam_m + info.offset,
+                m.adam_v + info.offset, info.numel,
+                m.weights_bf16 ? m.weights_bf16 + info.offset : nullptr, m.stream);
+  }
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  return gc;
+}
+
+void CudaRoFormerModel::ZeroGrads() {
+  ROFORMER_CUDA_CHECK(
+      cudaMemsetAsync(impl_->grads, 0, sizeof(float) * impl_->total, impl_->stream));
+}
+
+LossStats CudaRoFormerModel::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
+                                             bool backward, float grad_scale, float mlm_scale,
+                                             float sop_scale) {
+  return impl_->ForwardBackward(batch, dropout, backward, grad_scale, mlm_scale, sop_scale);
+}
+
+float* CudaRoFormerModel::device_params() { return impl_->params; }
+float* CudaRoFormerModel::device_grads() { return impl_->grads; }
+int64_t CudaRoFormerModel::size() const { return impl_->total; }
+
+}  // namespace roformer::cuda
+
+#endif  // ROFORMER_HAVE_CUDA_MODEL
