@@ -172,44 +172,27 @@ int RunGrow(int argc, char** argv) {
 
   // Save with the target's placements and vocab padding (tp = 1 store of the logical tensors).
   bool with_opt = false;
-  std::map<std::string, const LoadedTensor*> params;
-  for (const LoadedTensor& t : res.tensors) {
-    if (t.kind == ckpt::PARAM) params[t.name] = &t;
-    with_opt = with_opt || t.kind != ckpt::PARAM;
-  }
-  ParamStore store;
-  {
-    RoFormerModel layout(res.model, TpRegion(), /*with_optimizer_state=*/false);
-    for (const ParamInfo& info : layout.store().infos()) {
-      auto it = params.find(info.name);
-      if (it == params.end()) Fail("grow: grown checkpoint lacks ", info.name);
-      store.Declare(info.name, it->second->shape, info.placement, info.weight_decay);
-    }
-  }
-  store.Allocate(with_opt);
-  LoadedIntoStore(res.tensors, &store, with_opt);
+  for (const LoadedTensor& t : res.tensors) with_opt = with_opt || t.kind != ckpt::PARAM;
   st.growth_stage += 1;
   SaveOptions so;
   so.keep = 0;
-  so.with_optimizer = with_opt;
   so.vocab.path = ck.manifest.vocab().path();
-  so.vocab.size = res.model.vocab_size();
-  so.vocab.padded_size = params.at("roformer.embeddings.word_embeddings.weight")->shape[0];
   so.vocab.tokens_hash = ck.manifest.vocab().tokens_hash();
   so.metadata["grown_from"] = ck.dir;
   for (size_t i = 0; i < res.notes.size(); ++i) {
     so.metadata["growth_" + std::to_string(i)] = res.notes[i];
   }
   so.metadata["growth_seed"] = std::to_string(opt.seed);
-  const std::string dir = SaveCheckpoint(out, store, out_cfg, st, so);
+  const std::string dir = SaveGrowthResult(out, res, out_cfg, st, so);
   std::printf("wrote %s (step %lld, growth stage %d, %s)\n", dir.c_str(),
               static_cast<long long>(st.step), st.growth_stage,
               with_opt ? "Adam m/c_out, v/c_out^2; new entries m = v = 0" : "no optimizer state");
   std::printf(
       "note: continue with the TARGET model's LR schedule at step %lld with a short linear "
       "re-warmup (Staged Training: 150-200 steps): new entries start with m = v = 0 and split "
-      "readers move their summed weight faster; `roformer pretrain` resumes from this checkpoint "
-      "with the grown model config but does not re-warm up yet.\n",
+      "readers move their summed weight faster. `roformer schedule` does this (stage LR schedules "
+      "count from the stage start); `roformer pretrain` resumes with the grown model config but "
+      "does not re-warm up.\n",
       static_cast<long long>(st.step));
   return 0;
 }

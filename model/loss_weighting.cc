@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <sstream>
 #include <utility>
 
 #include "runtime/error.h"
@@ -37,7 +39,10 @@ const char* WeightingSchemeName(WeightingScheme scheme) {
 }
 
 LossWeighting::LossWeighting(int num_tasks, LossWeightingOptions options)
-    : n_(num_tasks), opt_(std::move(options)), weights_(num_tasks, 0.0) {
+    : n_(num_tasks),
+      opt_(std::move(options)),
+      weights_(std::max(num_tasks, 0), 0.0),
+      ones_(std::max(num_tasks, 0), 1.0) {
   if (n_ <= 0) Fail("loss weighting: num_tasks must be >= 1, got ", n_);
   if (!(opt_.eps > 0)) Fail("loss weighting: eps must be > 0");
   switch (opt_.scheme) {
@@ -181,6 +186,30 @@ void LossWeighting::ComputeWeights(const std::vector<double>& losses,
   }
 }
 
+bool LossWeighting::NeedsCurrentLosses() const {
+  switch (opt_.scheme) {
+    case WeightingScheme::kRealtime:
+    case WeightingScheme::kGenMean:
+      return true;
+    case WeightingScheme::kInit:
+      if (steps_ >= opt_.init_batches) return false;
+      for (int k : opt_.num_classes) {
+        if (k == 0) return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
+const std::vector<double>& LossWeighting::LossFreeWeights() {
+  if (NeedsCurrentLosses() || NeedsGradNorms())
+    Fail("loss weighting ", WeightingSchemeName(opt_.scheme),
+         ": the weights need this step's losses or gradient norms");
+  ComputeWeights(ones_, {});
+  return weights_;
+}
+
 const std::vector<double>& LossWeighting::Weights(const std::vector<double>& losses,
                                                   const std::vector<double>& grad_norms) {
   ComputeWeights(losses, grad_norms);
@@ -215,6 +244,40 @@ const std::vector<double>& LossWeighting::Step(const std::vector<double>& losses
   }
   ++steps_;
   return weights_;
+}
+
+std::string LossWeighting::SerializeState() const {
+  // An ostringstream rather than string concatenation (GCC 12 -Wrestrict false positive).
+  std::ostringstream out;
+  out << WeightingSchemeName(opt_.scheme) << ' ' << n_ << ' ' << steps_;
+  char buf[32];
+  for (const std::vector<double>* v : {&init_, &init_sum_, &last_norms_, &s_, &m_, &v_}) {
+    out << ' ' << v->size();
+    for (double x : *v) {
+      std::snprintf(buf, sizeof(buf), " %.17g", x);
+      out << buf;
+    }
+  }
+  return out.str();
+}
+
+void LossWeighting::RestoreState(const std::string& text) {
+  std::istringstream in(text);
+  std::string scheme;
+  int n = 0;
+  long steps = 0;
+  in >> scheme >> n >> steps;
+  if (!in || scheme != WeightingSchemeName(opt_.scheme) || n != n_)
+    Fail("loss weighting: saved state '", text.substr(0, 40), "' is not for ",
+         WeightingSchemeName(opt_.scheme), " with ", n_, " tasks");
+  for (std::vector<double>* v : {&init_, &init_sum_, &last_norms_, &s_, &m_, &v_}) {
+    size_t k = 0;
+    in >> k;
+    if (!in || k != v->size()) Fail("loss weighting: malformed saved state");
+    for (double& x : *v) in >> x;
+  }
+  if (!in) Fail("loss weighting: malformed saved state");
+  steps_ = steps;
 }
 
 std::vector<double> LossWeighting::LogVarGrad(const std::vector<double>& losses) const {

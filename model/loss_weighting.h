@@ -74,6 +74,14 @@ class LossWeighting {
   const std::vector<double>& Weights(const std::vector<double>& losses,
                                      const std::vector<double>& grad_norms = {});
 
+  // Whether the weights of the next Step depend on that step's own losses (realtime, genmean,
+  // init while still estimating) or on the per-task shared-gradient norms (gradnorm). When neither
+  // holds the trainer knows w before the forward pass and can apply it in a single backward.
+  bool NeedsCurrentLosses() const;
+  bool NeedsGradNorms() const { return opt_.scheme == WeightingScheme::kGradNorm; }
+  // The weights of the next Step when they depend on neither (Fail otherwise); no state change.
+  const std::vector<double>& LossFreeWeights();
+
   // The objective value, for logging, whose ∂/∂L_i is the weight above: realtime logs Σ log L_i
   // (the value of Σ L_i/sg(L_i) is always n); gradnorm uses the norms of the last Step (1 before).
   double CombinedLoss(const std::vector<double>& losses) const;
@@ -81,6 +89,13 @@ class LossWeighting {
   // kUncertainty: s_i = log σ_i² and ∂L/∂s_i = 1 - exp(-s_i) L_i at the current s.
   const std::vector<double>& log_var() const { return s_; }
   std::vector<double> LogVarGrad(const std::vector<double>& losses) const;
+
+  // The evolving state (steps, init estimates, uncertainty's s and Adam moments, gradnorm's last
+  // norms) as text with exact (%.17g) doubles, for checkpoints: a resumed run restores it and
+  // continues bit-identically. RestoreState throws roformer::Error on text from another scheme or
+  // task count.
+  std::string SerializeState() const;
+  void RestoreState(const std::string& text);
 
   int num_tasks() const { return n_; }
   WeightingScheme scheme() const { return opt_.scheme; }
@@ -95,6 +110,7 @@ class LossWeighting {
   LossWeightingOptions opt_;
   long steps_ = 0;
   std::vector<double> weights_;
+  std::vector<double> ones_;             // placeholder losses for LossFreeWeights
   std::vector<double> init_, init_sum_;  // kInit
   std::vector<double> prior_entropy_;    // kPrior
   std::vector<double> last_norms_;       // kGradNorm, for CombinedLoss

@@ -870,7 +870,8 @@ void RoFormerModel::InitWeights(uint64_t seed) {
 }
 
 LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
-                                         bool backward, float grad_scale) {
+                                         bool backward, float grad_scale, float mlm_scale,
+                                         float sop_scale) {
   Impl& m = *impl_;
   ScopedGemmPrecision precision(m.gemm_precision);
   const auto t0 = std::chrono::steady_clock::now();
@@ -880,14 +881,15 @@ LossStats RoFormerModel::ForwardBackward(const Batch& batch, const DropoutContex
   LossStats ls;
   const auto t1 = std::chrono::steady_clock::now();
   ls.forward_seconds = std::chrono::duration<double>(t1 - t0).count();
-  const CrossEntropyStats mlm =
-      m.MlmHead(batch.mlm_positions.data(), batch.mlm_labels.data(),
-                static_cast<int64_t>(batch.mlm_positions.size()), backward, grad_scale);
+  const CrossEntropyStats mlm = m.MlmHead(batch.mlm_positions.data(), batch.mlm_labels.data(),
+                                          static_cast<int64_t>(batch.mlm_positions.size()),
+                                          backward && mlm_scale != 0.0f, grad_scale * mlm_scale);
   ls.mlm_count = mlm.count;
   ls.mlm_correct = mlm.correct;
   ls.mlm_loss = mlm.count > 0 ? mlm.loss_sum / mlm.count : 0.0;
   if (!batch.sop_labels.empty()) {
-    const CrossEntropyStats sop = m.SopHead(batch.sop_labels.data(), backward, grad_scale);
+    const CrossEntropyStats sop =
+        m.SopHead(batch.sop_labels.data(), backward && sop_scale != 0.0f, grad_scale * sop_scale);
     ls.sop_count = sop.count;
     ls.sop_correct = sop.correct;
     ls.sop_loss = sop.count > 0 ? sop.loss_sum / sop.count : 0.0;

@@ -101,8 +101,13 @@ class RoFormerModel {
 
   // Pretraining step on one micro-batch: forward, and when `backward` is true, backward with the
   // parameter gradients ACCUMULATED (+=) into store().grads() scaled by `grad_scale`.
+  // Multi-task weighting (model/loss_weighting.h): the gradient is that of
+  // grad_scale * (mlm_scale * mlm_loss + sop_scale * sop_loss); a scale of exactly 0 skips that
+  // head's backward (its loss is still computed), so one task's gradient can be taken alone.
+  // Scales of 1 give bit-identical gradients to the unweighted sum.
   LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout, bool backward,
-                            float grad_scale = 1.0f);
+                            float grad_scale = 1.0f, float mlm_scale = 1.0f,
+                            float sop_scale = 1.0f);
 
   // Inference (dropout off). Outputs (resized here): mlm_logits [B, L, vocab] (unpadded, every
   // position), sequence_output [B, L, H]. hidden_states, if non-null, gets num_hidden_layers + 1

@@ -8,9 +8,12 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 
 #include "model/flops.h"
+#include "model/loss_weighting.h"
 #include "model/lr_schedule.h"
+#include "model/multitask.h"
 #include "model/optimizer.h"
 #include "runtime/comm_task.h"
 #include "runtime/error.h"
@@ -21,11 +24,12 @@
 namespace roformer {
 namespace {
 
-LrSchedule MakeSchedule(const config::TrainConfig& t) {
+// `start`: TrainerOptions::lr_schedule_start (a schedule stage's LR counts from its first step).
+LrSchedule MakeSchedule(const config::TrainConfig& t, int64_t start) {
   LrSchedule s;
   s.peak = t.lr();
   s.warmup_steps = t.warmup_steps();
-  s.total_steps = t.steps();
+  s.total_steps = t.steps() - start;
   s.decay = t.lr_decay();
   s.min_ratio = t.min_lr_ratio();
   return s;
@@ -77,8 +81,155 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
   ro.zero_stage = cfg_.optimizer().zero_stage();
   reducer_ = std::make_unique<GradReducer>(&model_->store(), dp_, ro);
   progress_line_ = !opt_.quiet && !opt_.run_dir.empty() && isatty(STDERR_FILENO);
+  num_tasks_ = t.sop() ? 2 : 1;
+  if (!IsUnitFixedWeighting(cfg_.multitask())) {
+    // Tasks: MLM (K = vocab) and SOP (K = 2). The "prior" scheme counts the labels of the first
+    // training sequences (the same samples on every rank).
+    std::vector<int> classes = {model_->dims().vocab, 2};
+    std::vector<std::vector<double>> priors;
+    if (cfg_.multitask().weighting() == "prior") {
+      priors.assign(2, {});
+      priors[0].assign(model_->dims().vocab, 0.0);
+      priors[1].assign(2, 0.0);
+      const int64_t want = cfg_.multitask().prior_samples() > 0 ? cfg_.multitask().prior_samples()
+                                                                : t.eval_samples();
+      Batch b;
+      for (int64_t first = 0; first < want; first += t.micro_batch()) {
+        data_->Fill(first, static_cast<int>(std::min<int64_t>(t.micro_batch(), want - first)),
+                    false, &b);
+        for (int32_t l : b.mlm_labels) priors[0][l] += 1;
+        for (int32_t l : b.sop_labels) priors[1][l] += 1;
+      }
+    }
+    classes.resize(num_tasks_);
+    priors.resize(priors.empty() ? 0 : num_tasks_);
+    weighting_ = std::make_unique<LossWeighting>(
+        num_tasks_, MakeLossWeightingOptions(cfg_.multitask(), num_tasks_, classes, priors));
+    task_losses_.assign(num_tasks_, 0.0);
+    task_norms_.assign(num_tasks_, 0.0);
+    const auto& infos = model_->store().infos();
+    shared_.assign(infos.size(), 0);
+    for (size_t i = 0; i < infos.size(); ++i)
+      shared_[i] = infos[i].name.rfind("roformer.", 0) == 0 ? 1 : 0;
+    if (weighting_->NeedsGradNorms()) {
+      // One reduced gradient per task, sized once (a training step allocates nothing).
+      task_grads_.assign(num_tasks_, std::vector<float>(model_->store().grads().size()));
+    }
+  }
   if (!opt_.run_dir.empty() && opt_.tensorboard) {
     tensorboard_ = std::make_unique<TensorBoardWriter>(opt_.run_dir + "/tensorboard");
+  }
+}
+
+void Trainer::AccumulateMicroBatches(float mlm_scale, float sop_scale, bool ready_hook,
+                                     double* sums, int64_t* tokens_out, double* flops_out) {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const auto& t = cfg_.train();
+  const int R = dp_->size(), rank = dp_->rank();
+  const int micro = t.micro_batch();
+  const int num_local = t.global_batch() / (micro * R);
+  int64_t tokens = 0;
+  double flops = 0;
+  for (int k = 0; k < num_local; ++k) {
+    // DP rank r owns rows [r*G/R, (r+1)*G/R) of the global batch; its k-th micro-batch is the
+    // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
+    const int global_micro = rank * num_local + k;
+    auto td = Clock::now();
+    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
+                &batch_);
+    timer_data_ += since(td);
+    DropoutContext drop;
+    drop.enabled = true;
+    drop.seed = t.seed();
+    drop.step = static_cast<uint64_t>(step_);
+    drop.micro = static_cast<uint32_t>(global_micro);
+    if (ready_hook && k == num_local - 1) {
+      // Last micro-batch: gradients become final layer by layer, so DP buckets can start early.
+      model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
+        for (size_t i : ix) reducer_->MarkReady(i);
+      });
+    }
+    const double tp_before = model_->tp().blocked_seconds();
+    LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local,
+                                          mlm_scale, sop_scale);
+    timer_fwd_ += s.forward_seconds;
+    timer_bwd_ += s.backward_seconds;
+    timer_tp_ += model_->tp().blocked_seconds() - tp_before;
+    model_->SetGradReadyHook({});
+    sums[0] += s.loss / num_local;
+    sums[1] += s.mlm_loss / num_local;
+    sums[2] += s.sop_loss / num_local;
+    sums[3] += s.mlm_count;
+    sums[4] += s.mlm_correct;
+    sums[5] += s.sop_count;
+    sums[6] += s.sop_correct;
+    tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
+    flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
+                                                  static_cast<double>(s.mlm_count) / batch_.batch,
+                                                  !batch_.sop_labels.empty());
+  }
+  *tokens_out += tokens;
+  *flops_out += flops;
+}
+
+void Trainer::GradNormBackward(double* sums, int64_t* tokens, double* flops, StepResult* r) {
+  // Per-task backward (seeds.md §8 scheme 7): task i's gradient alone, reduced over TP and DP,
+  // its norm over the shared encoder parameters, then Σ_i g_i / ‖g_i‖ (heads included: each head
+  // only receives its own task's gradient). Costs one forward + backward + DP reduction per task
+  // per step, and one gradient buffer per task.
+  using Clock = std::chrono::steady_clock;
+  ParamStore& store = model_->store();
+  const int R = dp_->size();
+  const bool sharded_dp = cfg_.optimizer().zero_stage() == 1 && R > 1;
+  for (int i = 0; i < num_tasks_; ++i) {
+    store.ZeroGrads();
+    double other[7] = {0, 0, 0, 0, 0, 0, 0};
+    int64_t tok = 0;
+    double fl = 0;
+    // Both heads run forward every pass (a scale of 0 skips only the backward), so the first
+    // pass's sums hold every task's loss.
+    AccumulateMicroBatches(i == 0 ? 1.0f : 0.0f, i == 1 ? 1.0f : 0.0f, /*ready_hook=*/false,
+                           i == 0 ? sums : other, &tok, &fl);
+    if (i == 0) *tokens += tok;
+    *flops += fl;
+    model_->FinishGradientsTp();
+    auto tr = Clock::now();
+    reducer_->FinishBackward();
+    timer_dp_ += std::chrono::duration<double>(Clock::now() - tr).count();
+    task_norms_[i] =
+        SharedGradNorm(store, shared_, *reducer_, sharded_dp, dp_, tp_->size() > 1 ? tp_ : nullptr);
+    std::copy(store.grads().begin(), store.grads().end(), task_grads_[i].begin());
+  }
+  double global[3] = {sums[1], sums[2], 0};
+  dp_->AllReduce(std::span<double>(global, 2));
+  bool finite = true;
+  for (int i = 0; i < num_tasks_; ++i) {
+    task_losses_[i] = global[i] / R;
+    finite = finite && std::isfinite(task_losses_[i]) && std::isfinite(task_norms_[i]);
+  }
+  r->gnorm_mlm = task_norms_[0];
+  r->gnorm_sop = num_tasks_ > 1 ? task_norms_[1] : 0.0;
+  float* g = store.grads().data();
+  const size_t n = store.grads().size();
+  if (!finite) {
+    // Leave a non-finite gradient so the step is skipped like any other non-finite step.
+    std::fill(g, g + n, std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  const std::vector<double>& w = weighting_->Step(task_losses_, task_norms_);
+  r->w_mlm = w[0];
+  r->w_sop = num_tasks_ > 1 ? w[1] : 0.0;
+  const float w0 = static_cast<float>(w[0]);
+  const float* g0 = task_grads_[0].data();
+  if (num_tasks_ == 1) {
+    for (size_t j = 0; j < n; ++j) g[j] = w0 * g0[j];
+  } else {
+    const float w1 = static_cast<float>(w[1]);
+    const float* g1 = task_grads_[1].data();
+    for (size_t j = 0; j < n; ++j) g[j] = w0 * g0[j] + w1 * g1[j];
   }
 }
 
@@ -102,47 +253,59 @@ StepResult Trainer::Step() {
   int64_t tokens = 0;
   double flops = 0;
   auto t0 = Clock::now();
-  for (int k = 0; k < num_local; ++k) {
-    // DP rank r owns rows [r*G/R, (r+1)*G/R) of the global batch; its k-th micro-batch is the
-    // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
-    const int global_micro = rank * num_local + k;
-    auto td = Clock::now();
-    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
-                &batch_);
-    timer_data_ += since(td);
-    DropoutContext drop;
-    drop.enabled = true;
-    drop.seed = t.seed();
-    drop.step = static_cast<uint64_t>(step_);
-    drop.micro = static_cast<uint32_t>(global_micro);
-    if (k == num_local - 1) {
-      // Last micro-batch: gradients become final layer by layer, so DP buckets can start early.
-      model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
-        for (size_t i : ix) reducer_->MarkReady(i);
-      });
+  if (!weighting_) {
+    AccumulateMicroBatches(1.0f, 1.0f, /*ready_hook=*/true, sums, &tokens, &flops);
+  } else if (weighting_->NeedsGradNorms()) {
+    GradNormBackward(sums, &tokens, &flops, &r);
+  } else {
+    // The weights multiply each task's loss gradient. Schemes whose weights depend on this step's
+    // losses (realtime, genmean, init while estimating) first run a forward-only pass over the
+    // same samples and dropout masks (+1 forward per step): the losses it sees are the ones the
+    // backward pass then differentiates.
+    std::vector<double>& l = task_losses_;
+    const std::vector<double>* w = nullptr;
+    if (weighting_->NeedsCurrentLosses()) {
+      double pre[2] = {0, 0};
+      for (int k = 0; k < num_local; ++k) {
+        const int global_micro = rank * num_local + k;
+        auto td = Clock::now();
+        data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
+                    &batch_);
+        timer_data_ += since(td);
+        DropoutContext drop;
+        drop.enabled = true;
+        drop.seed = t.seed();
+        drop.step = static_cast<uint64_t>(step_);
+        drop.micro = static_cast<uint32_t>(global_micro);
+        LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/false);
+        timer_fwd_ += s.forward_seconds + s.backward_seconds;
+        pre[0] += s.mlm_loss / num_local;
+        pre[1] += s.sop_loss / num_local;
+      }
+      dp_->AllReduce(std::span<double>(pre, 2));
+      bool finite = true;
+      for (int i = 0; i < num_tasks_; ++i) {
+        l[i] = pre[i] / R;
+        finite = finite && std::isfinite(l[i]);
+      }
+      // A non-finite loss makes the step non-finite anyway (skipped below); any weight will do.
+      static const std::vector<double> kOnes = {1.0, 1.0};
+      w = finite ? &weighting_->Weights(l) : &kOnes;
+    } else {
+      w = &weighting_->LossFreeWeights();
     }
-    const double tp_before = model_->tp().blocked_seconds();
-    LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local);
-    timer_fwd_ += s.forward_seconds;
-    timer_bwd_ += s.backward_seconds;
-    timer_tp_ += model_->tp().blocked_seconds() - tp_before;
-    model_->SetGradReadyHook({});
-    sums[0] += s.loss / num_local;
-    sums[1] += s.mlm_loss / num_local;
-    sums[2] += s.sop_loss / num_local;
-    sums[3] += s.mlm_count;
-    sums[4] += s.mlm_correct;
-    sums[5] += s.sop_count;
-    sums[6] += s.sop_correct;
-    tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
-    flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
-                                                  static_cast<double>(s.mlm_count) / batch_.batch,
-                                                  !batch_.sop_labels.empty());
+    r.w_mlm = (*w)[0];
+    r.w_sop = num_tasks_ > 1 ? (*w)[1] : 0.0;
+    AccumulateMicroBatches(static_cast<float>(r.w_mlm),
+                           num_tasks_ > 1 ? static_cast<float>(r.w_sop) : 1.0f,
+                           /*ready_hook=*/true, sums, &tokens, &flops);
   }
-  model_->FinishGradientsTp();
-  auto tr = Clock::now();
-  reducer_->FinishBackward();
-  timer_dp_ += since(tr);
+  if (!weighting_ || !weighting_->NeedsGradNorms()) {
+    model_->FinishGradientsTp();
+    auto tr = Clock::now();
+    reducer_->FinishBackward();
+    timer_dp_ += since(tr);
+  }
   const double norm = reducer_->GlobalGradNorm(tp_->size() > 1 ? tp_ : nullptr);
   dp_->AllReduce(std::span<double>(sums, 7));
   r.loss = sums[0] / R;
@@ -150,7 +313,23 @@ StepResult Trainer::Step() {
   r.sop_loss = sums[2] / R;
   r.mlm_acc = sums[3] > 0 ? sums[4] / sums[3] : 0;
   r.sop_acc = sums[5] > 0 ? sums[6] / sums[5] : 0;
-  r.lr = MakeSchedule(t).At(step_);
+  if (weighting_) {
+    task_losses_[0] = r.mlm_loss;
+    if (num_tasks_ > 1) task_losses_[1] = r.sop_loss;
+    bool finite = true;
+    for (double v : task_losses_) finite = finite && std::isfinite(v);
+    if (weighting_->NeedsGradNorms())
+      for (double v : task_norms_) finite = finite && std::isfinite(v);
+    if (finite) {
+      // Advances the scheme's state (init estimate, uncertainty's log-variances) with the step's
+      // global losses; gradnorm already stepped in GradNormBackward.
+      if (!weighting_->NeedsGradNorms()) weighting_->Step(task_losses_);
+      r.loss = weighting_->CombinedLoss(task_losses_);
+    } else {
+      r.loss = std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  r.lr = MakeSchedule(t, opt_.lr_schedule_start).At(step_ - opt_.lr_schedule_start);
   r.grad_norm = norm;
   tokens *= R;
   flops *= R;
@@ -231,7 +410,18 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
                   static_cast<long long>(step_), static_cast<long long>(t.steps()), r.loss,
                   r.mlm_loss, r.mlm_acc, r.sop_loss, r.sop_acc, r.lr, r.grad_norm, tok_s, gflops,
                   100 * mfu, FormatDuration(eta).c_str());
-    LOG(INFO) << buf;
+    std::string line = buf;
+    if (weighting_) {
+      // Effective weights of this step (and, for gradnorm, the per-task shared-gradient norms).
+      std::snprintf(buf, sizeof(buf), " | %s w_mlm %.4g w_sop %.4g",
+                    WeightingSchemeName(weighting_->scheme()), r.w_mlm, r.w_sop);
+      line += buf;
+      if (weighting_->NeedsGradNorms()) {
+        std::snprintf(buf, sizeof(buf), " gnorm_mlm %.4g gnorm_sop %.4g", r.gnorm_mlm, r.gnorm_sop);
+        line += buf;
+      }
+    }
+    LOG(INFO) << line;
   }
   // Per-rank phase timers since the last log line, min/max over all ranks (stragglers show as a
   // wide range).
@@ -251,27 +441,39 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
                   tmax[3], tmin[4], tmax[4], tmin[5], tmax[5]);
     LOG(INFO) << buf;
   }
-  Record({{"step", static_cast<double>(step_)},
-          {"loss", r.loss},
-          {"mlm_loss", r.mlm_loss},
-          {"mlm_acc", r.mlm_acc},
-          {"sop_loss", r.sop_loss},
-          {"sop_acc", r.sop_acc},
-          {"lr", r.lr},
-          {"grad_norm", r.grad_norm},
-          {"tokens_per_s", tok_s},
-          {"gflops", gflops},
-          {"mfu", mfu},
-          {"skipped_steps", static_cast<double>(skipped_steps_)},
-          {"consumed_samples", static_cast<double>(consumed_samples_)},
-          {"time_data_max", tmax[0]},
-          {"time_forward_max", tmax[1]},
-          {"time_backward_max", tmax[2]},
-          {"time_tp_comm_max", tmax[3]},
-          {"time_dp_exposed_max", tmax[4]},
-          {"time_optimizer_max", tmax[5]},
-          {"time_forward_min", tmin[1]},
-          {"time_backward_min", tmin[2]}});
+  std::vector<std::pair<std::string, double>> fields = {
+      {"step", static_cast<double>(step_)},
+      {"loss", r.loss},
+      {"mlm_loss", r.mlm_loss},
+      {"mlm_acc", r.mlm_acc},
+      {"sop_loss", r.sop_loss},
+      {"sop_acc", r.sop_acc},
+      {"w_mlm", r.w_mlm},
+      {"w_sop", r.w_sop},
+      {"lr", r.lr},
+      {"grad_norm", r.grad_norm},
+      {"tokens_per_s", tok_s},
+      {"gflops", gflops},
+      {"mfu", mfu},
+      {"skipped_steps", static_cast<double>(skipped_steps_)},
+      {"consumed_samples", static_cast<double>(consumed_samples_)},
+      {"time_data_max", tmax[0]},
+      {"time_forward_max", tmax[1]},
+      {"time_backward_max", tmax[2]},
+      {"time_tp_comm_max", tmax[3]},
+      {"time_dp_exposed_max", tmax[4]},
+      {"time_optimizer_max", tmax[5]},
+      {"time_forward_min", tmin[1]},
+      {"time_backward_min", tmin[2]}};
+  if (weighting_ && weighting_->NeedsGradNorms()) {
+    fields.push_back({"gnorm_mlm", r.gnorm_mlm});
+    fields.push_back({"gnorm_sop", r.gnorm_sop});
+  }
+  if (weighting_ && weighting_->scheme() == WeightingScheme::kUncertainty) {
+    fields.push_back({"log_var_mlm", weighting_->log_var()[0]});
+    if (num_tasks_ > 1) fields.push_back({"log_var_sop", weighting_->log_var()[1]});
+  }
+  Record(fields);
   window_seconds_ = 0;
   window_tokens_ = 0;
   window_flops_ = 0;
@@ -369,6 +571,7 @@ void Trainer::SaveCheckpointNow() {
   st.total_steps = t.steps();
   st.skipped_steps = skipped_steps_;
   st.adam_step = step_ - skipped_steps_;
+  st.growth_stage = opt_.growth_stage;
   SaveOptions so;
   so.keep = cfg_.checkpoint().keep();
   so.vocab = opt_.vocab;
@@ -376,6 +579,9 @@ void Trainer::SaveCheckpointNow() {
   so.world = world_->size();
   so.tp = tp_->size();
   so.zero_stage = cfg_.optimizer().zero_stage();
+  // The weighting scheme's evolving state (uncertainty's log-variances, init's estimate), so a
+  // resumed run continues it exactly.
+  if (weighting_) so.metadata["multitask_state"] = weighting_->SerializeState();
   if (so.world > 1) {
     so.all_ok = [this](bool ok) {
       int32_t flag = ok ? 1 : 0;
@@ -419,9 +625,21 @@ bool Trainer::ResumeFromLatest() {
                  << " under train.seed " << cfg_.train().seed()
                  << ": the data order and dropout continue with the new seed";
   }
+  if (weighting_) {
+    const auto& meta = ck.manifest.metadata();
+    auto it = meta.find("multitask_state");
+    if (it != meta.end()) {
+      weighting_->RestoreState(it->second);
+    } else {
+      LOG(WARNING) << dir << " has no multitask weighting state (saved with another "
+                   << "multitask.weighting?): the " << WeightingSchemeName(weighting_->scheme())
+                   << " scheme starts fresh";
+    }
+  }
   step_ = ck.state.step;
   consumed_samples_ = ck.state.consumed_samples;
   skipped_steps_ = ck.state.skipped_steps;
+  opt_.growth_stage = std::max(opt_.growth_stage, ck.state.growth_stage);
   if (!opt_.quiet) {
     LOG(INFO) << "resumed from " << dir << " at step " << step_ << " (" << consumed_samples_
               << " samples consumed)";

@@ -43,6 +43,13 @@ struct TrainerOptions {
   Communicator* world = nullptr;
   Communicator* tp = nullptr;
   Communicator* dp = nullptr;
+  // Staged schedules (model/growth/stage_schedule.h). growth_stage: the stage index written into
+  // checkpoints (TrainState::growth_stage; a resumed checkpoint's larger index is kept, so
+  // `roformer pretrain` after `roformer grow` carries it on). lr_schedule_start: the step the LR
+  // schedule counts from: warmup restarts there and the decay spans train.steps - it. Adam's
+  // bias-correction count is not affected (it keeps running across stages).
+  int32_t growth_stage = 0;
+  int64_t lr_schedule_start = 0;
 };
 
 struct EvalResult {
@@ -52,13 +59,19 @@ struct EvalResult {
 
 struct StepResult {
   int64_t step = 0;  // 0-based index of the optimizer step just taken
+  // loss: the objective whose gradient was followed (MLM + SOP by default; with another
+  // multitask.weighting, LossWeighting::CombinedLoss, e.g. log L_mlm + log L_sop for realtime).
   double loss = 0, mlm_loss = 0, mlm_acc = 0, sop_loss = 0, sop_acc = 0;
   double lr = 0, grad_norm = 0;
+  // Effective multi-task weights w_i (∇ = Σ w_i ∇L_i) and, for gradnorm, the per-task gradient
+  // norms over the shared (encoder) parameters (0 otherwise).
+  double w_mlm = 1, w_sop = 1, gnorm_mlm = 0, gnorm_sop = 0;
   bool skipped = false;
 };
 
 class TensorBoardWriter;
 class GradReducer;
+class LossWeighting;
 
 class Trainer {
  public:
@@ -94,6 +107,12 @@ class Trainer {
   double dp_comm_seconds() const;
 
  private:
+  // Multi-task weighting (multitask.*): the micro-batch loop of one step with per-task loss
+  // scales, and the gradnorm step (one reduced backward per task, model/multitask.h).
+  void AccumulateMicroBatches(float mlm_scale, float sop_scale, bool ready_hook, double* sums,
+                              int64_t* tokens, double* flops);
+  void GradNormBackward(double* sums, int64_t* tokens, double* flops, StepResult* r);
+
   // One metrics record: a JSON line in metrics.jsonl and the same scalars in TensorBoard.
   void Record(const std::vector<std::pair<std::string, double>>& fields);
   void LogStep(const StepResult& r, double step_seconds, int64_t tokens);
@@ -121,6 +140,13 @@ class Trainer {
   double timer_data_ = 0, timer_fwd_ = 0, timer_bwd_ = 0, timer_tp_ = 0, timer_dp_ = 0,
          timer_opt_ = 0;
   Batch batch_;
+  // Multi-task weighting of MLM (task 0) and SOP (task 1, when train.sop). Null when the config
+  // is the default unit-weight sum: the step then runs the historical single pass.
+  std::unique_ptr<LossWeighting> weighting_;
+  int num_tasks_ = 1;
+  std::vector<char> shared_;                    // store index -> encoder ("roformer.*") tensor
+  std::vector<std::vector<float>> task_grads_;  // gradnorm: reduced gradient of each task
+  std::vector<double> task_losses_, task_norms_;
   // Progress accounting between log lines.
   double window_seconds_ = 0;
   int64_t window_tokens_ = 0;

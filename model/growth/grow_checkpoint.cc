@@ -9,6 +9,8 @@
 
 #include "model/growth/growth_depth.h"
 #include "model/growth/growth_width.h"
+#include "model/roformer_model.h"
+#include "runtime/crc32c.h"
 #include "runtime/error.h"
 
 namespace roformer {
@@ -173,6 +175,51 @@ GrowthResult GrowCheckpoint(const std::vector<LoadedTensor>& tensors,
   res.tensors = LoadedFromGrowthTensors(grown);
   res.model = to;
   return res;
+}
+
+std::string SaveGrowthResult(const std::string& root, const GrowthResult& res,
+                             const config::Config& cfg, const TrainState& st, SaveOptions so) {
+  bool with_opt = false;
+  std::map<std::string, const LoadedTensor*> params;
+  for (const LoadedTensor& t : res.tensors) {
+    if (t.kind == ckpt::PARAM) params[t.name] = &t;
+    with_opt = with_opt || t.kind != ckpt::PARAM;
+  }
+  // The tensor set and placements of the target model; shapes from the grown tensors (their vocab
+  // rows are padded for the target's tp, which RestoreInto re-pads for whatever layout resumes).
+  ParamStore store;
+  {
+    RoFormerModel layout(res.model, TpRegion(), /*with_optimizer_state=*/false);
+    for (const ParamInfo& info : layout.store().infos()) {
+      auto it = params.find(info.name);
+      if (it == params.end()) Fail("growth: grown checkpoint lacks ", info.name);
+      store.Declare(info.name, it->second->shape, info.placement, info.weight_decay);
+    }
+  }
+  store.Allocate(with_opt);
+  LoadedIntoStore(res.tensors, &store, with_opt);
+  so.with_optimizer = with_opt;
+  so.rank = 0;
+  so.world = 1;
+  so.tp = 1;
+  so.zero_stage = 0;
+  so.vocab.size = res.model.vocab_size();
+  so.vocab.padded_size = params.at("roformer.embeddings.word_embeddings.weight")->shape[0];
+  config::Config out = cfg;
+  *out.mutable_model() = res.model;
+  return SaveCheckpoint(root, store, out, st, so);
+}
+
+uint32_t GrowthResultHash(const GrowthResult& res) {
+  uint32_t crc = 0;
+  for (const LoadedTensor& t : res.tensors) {
+    crc = Crc32cExtend(crc, t.name.data(), t.name.size());
+    const int32_t kind = t.kind;
+    crc = Crc32cExtend(crc, &kind, sizeof(kind));
+    crc = Crc32cExtend(crc, t.shape.data(), t.shape.size() * sizeof(int64_t));
+    crc = Crc32cExtend(crc, t.data.data(), t.data.size() * sizeof(float));
+  }
+  return crc;
 }
 
 }  // namespace roformer

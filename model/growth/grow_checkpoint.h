@@ -40,6 +40,17 @@ GrowthResult GrowCheckpoint(const std::vector<LoadedTensor>& tensors,
                             const config::ModelConfig& from, const config::ModelConfig& to,
                             const GrowthOptions& opt);
 
+// Writes a growth result as a checkpoint under `root` (tp = 1 shards of the logical tensors, the
+// target's vocab padding, Adam m/v when the result has them) with `cfg` (its model = res.model)
+// and `st`. so.vocab.padded_size and so.with_optimizer are filled in; the other SaveOptions
+// (keep, vocab path/hash, metadata) are the caller's. Returns the committed directory.
+std::string SaveGrowthResult(const std::string& root, const GrowthResult& res,
+                             const config::Config& cfg, const TrainState& st, SaveOptions so);
+
+// CRC32C over the names, kinds, shapes and values of `tensors` in order: equal on every rank of a
+// distributed growth (the growth is a pure function of the checkpoint and the seed).
+uint32_t GrowthResultHash(const GrowthResult& res);
+
 // ---- conversions ----
 GrowthTensors GrowthTensorsFromLoaded(const std::vector<LoadedTensor>& tensors);
 std::vector<LoadedTensor> LoadedFromGrowthTensors(const GrowthTensors& tensors);

@@ -272,5 +272,70 @@ TEST(LossWeighting, UncertaintyGradientMatchesFiniteDifferences) {
   }
 }
 
+TEST(LossWeighting, WhichSchemesNeedTheStepsLossesOrNorms) {
+  auto make = [](WeightingScheme sc, std::vector<int> classes = {}) {
+    LossWeightingOptions o;
+    o.scheme = sc;
+    o.num_classes = std::move(classes);
+    o.init_batches = 2;
+    o.label_priors = {{1, 1}, {1, 3}};
+    return LossWeighting(2, o);
+  };
+  for (WeightingScheme sc : {WeightingScheme::kRealtime, WeightingScheme::kGenMean}) {
+    LossWeighting lw = make(sc);
+    EXPECT_TRUE(lw.NeedsCurrentLosses());
+    EXPECT_FALSE(lw.NeedsGradNorms());
+    EXPECT_THROW(lw.LossFreeWeights(), Error);
+  }
+  LossWeighting g = make(WeightingScheme::kGradNorm);
+  EXPECT_TRUE(g.NeedsGradNorms());
+  EXPECT_THROW(g.LossFreeWeights(), Error);
+  // init: needs the losses while estimating (2 batches), not afterwards nor with log K theory.
+  LossWeighting est = make(WeightingScheme::kInit);
+  EXPECT_TRUE(est.NeedsCurrentLosses());
+  est.Step({2.0, 4.0});
+  EXPECT_TRUE(est.NeedsCurrentLosses());
+  est.Step({4.0, 8.0});
+  EXPECT_FALSE(est.NeedsCurrentLosses());
+  EXPECT_EQ(est.LossFreeWeights(), (Vec{1.0 / 3.0, 1.0 / 6.0}));
+  LossWeighting theory = make(WeightingScheme::kInit, {2, 10});
+  EXPECT_FALSE(theory.NeedsCurrentLosses());
+  EXPECT_DOUBLE_EQ(theory.LossFreeWeights()[1], 1.0 / std::log(10.0));
+  // The loss-free weights equal what Step returns for any losses, and do not advance the state.
+  LossWeighting u = make(WeightingScheme::kUncertainty);
+  const Vec before = u.LossFreeWeights();
+  EXPECT_EQ(u.LossFreeWeights(), before);
+  EXPECT_EQ(u.log_var(), (Vec{0.0, 0.0}));
+  EXPECT_EQ(u.Step({3.0, 0.5}), before);
+  EXPECT_NE(u.log_var(), (Vec{0.0, 0.0}));
+  LossWeighting p = make(WeightingScheme::kPrior);
+  EXPECT_DOUBLE_EQ(p.LossFreeWeights()[0], 1.0 / std::log(2.0));
+}
+
+TEST(LossWeighting, StateRoundTripsExactly) {
+  for (WeightingScheme sc :
+       {WeightingScheme::kUncertainty, WeightingScheme::kInit, WeightingScheme::kGradNorm}) {
+    LossWeightingOptions o;
+    o.scheme = sc;
+    o.init_batches = 3;
+    LossWeighting a(2, o), b(2, o);
+    const Vec norms = {0.7, 1.3};
+    a.Step({2.5, 0.31}, norms);
+    a.Step({2.25, 0.29}, norms);
+    b.RestoreState(a.SerializeState());
+    EXPECT_EQ(b.SerializeState(), a.SerializeState());
+    for (int k = 0; k < 3; ++k) {
+      const Vec l = {2.0 - 0.1 * k, 0.3 + 0.01 * k};
+      EXPECT_EQ(a.Step(l, norms), b.Step(l, norms)) << WeightingSchemeName(sc);
+      EXPECT_EQ(a.CombinedLoss(l), b.CombinedLoss(l));
+    }
+    LossWeightingOptions other = o;
+    other.scheme = WeightingScheme::kRealtime;
+    EXPECT_THROW(LossWeighting(2, other).RestoreState(a.SerializeState()), Error);
+    EXPECT_THROW(LossWeighting(3, o).RestoreState(a.SerializeState()), Error);
+    EXPECT_THROW(b.RestoreState("garbage"), Error);
+  }
+}
+
 }  // namespace
 }  // namespace roformer
