@@ -751,21 +751,83 @@ ClueDataset ReadClueFile(const ClueTaskInfo& task, const std::string& path) {
   Fail("unhandled CLUE format");
 }
 
-std::vector<std::string> ResolveSplitFiles(const ClueTaskInfo& task, const std::string& dir,
-                                           const std::string& split) {
+namespace {
+
+bool IsFile(const std::filesystem::path& p) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(p, ec);
+}
+
+// Table alternative of a named split: the first whose files (some of them) exist.
+std::vector<std::string> ResolveFromTable(const ClueTaskInfo& task, const std::string& dir,
+                                          const std::string& split) {
   namespace fs = std::filesystem;
   auto it = task.split_files.find(split);
   if (it == task.split_files.end()) return {};
   for (const std::vector<std::string>& alt : it->second) {
     std::vector<std::string> found;
     for (const std::string& f : alt) {
-      std::error_code ec;
       const fs::path p = fs::path(dir) / f;
-      if (fs::is_regular_file(p, ec)) found.push_back(p.string());
+      if (IsFile(p)) found.push_back(p.string());
     }
     if (!found.empty()) return found;
   }
   return {};
+}
+
+bool EndsWithJson(const std::string& name) {
+  return name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+}
+
+// *.json files of a directory that are not splits: label lists (TNEWS/IFLYTEK labels.json,
+// FewCLUE label_index2en2zh.json) and ChID's "<split>_answer.json" dictionaries, which
+// ReadClueFile picks up next to their split.
+bool IsAuxiliaryJson(const std::string& stem) {
+  return stem.find("label") != std::string::npos ||
+         (stem.size() > 7 && stem.compare(stem.size() - 7, 7, "_answer") == 0);
+}
+
+}  // namespace
+
+std::vector<std::string> ResolveSplitFiles(const ClueTaskInfo& task, const std::string& dir,
+                                           const std::string& split) {
+  namespace fs = std::filesystem;
+  if (task.split_files.count(split)) return ResolveFromTable(task, dir, split);
+  // A file stem: only a plain name inside `dir`, so a split can never reach outside it.
+  if (split.empty() || split == "." || split == ".." ||
+      split.find_first_of("/\\") != std::string::npos) {
+    return {};
+  }
+  const fs::path p = fs::path(dir) / (EndsWithJson(split) ? split : split + ".json");
+  if (!IsFile(p)) return {};
+  return {p.string()};
+}
+
+std::string DescribeAvailableSplits(const ClueTaskInfo& task, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> named, stems;
+  for (const auto& [name, alts] : task.split_files) {
+    const std::vector<std::string> files = ResolveFromTable(task, dir, name);
+    if (files.empty()) continue;
+    std::string list;
+    for (const std::string& f : files)
+      list += (list.empty() ? "" : " + ") + fs::path(f).filename().string();
+    named.push_back(name + " (" + list + ")");
+  }
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    if (p.extension() != ".json" || !IsFile(p)) continue;
+    const std::string stem = p.stem().string();
+    if (IsAuxiliaryJson(stem) || task.split_files.count(stem)) continue;
+    stems.push_back(stem);
+  }
+  std::sort(named.begin(), named.end());
+  std::sort(stems.begin(), stems.end());
+  std::string out;
+  for (const auto* v : {&named, &stems})
+    for (const std::string& s : *v) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "none" : out;
 }
 
 ClueDataset ReadClueSplit(const ClueTaskInfo& task, const std::string& dir,
@@ -778,9 +840,11 @@ ClueDataset ReadClueSplit(const ClueTaskInfo& task, const std::string& dir,
       for (const auto& alt : it->second) {
         for (const auto& f : alt) tried += (tried.empty() ? "" : ", ") + f;
       }
+    } else {
+      tried = EndsWithJson(split) ? split : split + ".json";
     }
-    Fail(dir, ": no ", task.name, " ", split, " file (tried: ", tried.empty() ? "none" : tried,
-         ")");
+    Fail(dir, ": no ", task.name, " split '", split, "' (tried ", tried,
+         "); available splits: ", DescribeAvailableSplits(task, dir));
   }
   ClueDataset all;
   all.task = &task;

@@ -55,7 +55,8 @@ struct ClueTaskInfo {
   std::string fewclue_submission_file;  // empty when not applicable
   std::string metric;  // "accuracy" or "em" (CMRC2018: EM is the leaderboard metric)
   // File names tried per split by ResolveSplitFiles, in priority order. For "train" of OCNLI the
-  // largest available subset is taken; for C3 a split is the d- plus the m- file.
+  // largest available subset is taken; for C3 a split is the d- plus the m- file. Split names not
+  // in this table are file stems of the directory (ResolveSplitFiles).
   std::map<std::string, std::vector<std::vector<std::string>>> split_files;
 };
 
@@ -154,11 +155,20 @@ ClueDataset ReadCmrc2018File(const ClueTaskInfo& task, const std::string& path);
 // Dispatches on task.format. For ChID, a sibling "<stem>_answer.json" is used when it exists and
 // the file is in CLUE format.
 ClueDataset ReadClueFile(const ClueTaskInfo& task, const std::string& path);
-// Files of `split` ("train", "dev", "test", or "trial" for CMRC2018) that exist under `dir`, using
-// task.split_files; empty when none.
+// Files of `split` that exist under `dir`; empty when none. A split name is either
+//   - a name of task.split_files ("train", "dev", "test", CMRC2018 "trial"): the table's first
+//     alternative with a file present (OCNLI "train" = the largest subset there, C3 = d- + m-), or
+//   - any other file stem of `dir`: "train.3k" -> train.3k.json, "c3-d-train" -> c3-d-train.json
+//     (a name that already ends in ".json" names the file itself). This is how a particular subset
+//     is chosen (OCNLI train.3k vs train.10k). Names with a path separator never match.
 std::vector<std::string> ResolveSplitFiles(const ClueTaskInfo& task, const std::string& dir,
                                            const std::string& split);
-// Reads and concatenates ResolveSplitFiles(...); Error when no file exists.
+// The split names usable in `dir`, for error messages: table names that resolve, shown with their
+// file(s) ("train (train.10k.json)"), then every other *.json stem except label lists and ChID
+// answer files ("train.3k"), sorted; "none" when the directory has no split.
+std::string DescribeAvailableSplits(const ClueTaskInfo& task, const std::string& dir);
+// Reads and concatenates ResolveSplitFiles(...); Error naming the split and listing the available
+// ones when no file exists.
 ClueDataset ReadClueSplit(const ClueTaskInfo& task, const std::string& dir,
                           const std::string& split);
 

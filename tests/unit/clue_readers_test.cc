@@ -191,6 +191,67 @@ TEST(ClueRealData, Ocnli) {
   EXPECT_EQ(fs::path(files[0]).filename(), "train.10k.json");
 }
 
+// train_split names a subset explicitly: a file stem of the directory (issue #8: OCNLI train.3k
+// could not be selected while "train" takes the largest subset present).
+TEST(ClueRealData, OcnliSplitSelectionByFileStem) {
+  REQUIRE_CLUE_DATA();
+  const ClueTaskInfo& t = GetClueTask("ocnli");
+  const std::string dir = kClue + "/ocnli";
+  auto one = [&](const std::string& split) {
+    const auto f = ResolveSplitFiles(t, dir, split);
+    return f.size() == 1 ? fs::path(f[0]).filename().string() : std::to_string(f.size()) + " files";
+  };
+  EXPECT_EQ(one("train"), "train.10k.json");  // the default keeps the largest subset
+  EXPECT_EQ(one("train.3k"), "train.3k.json");
+  EXPECT_EQ(one("train.10k"), "train.10k.json");
+  EXPECT_EQ(one("train.3k.json"), "train.3k.json");
+  EXPECT_EQ(one("dev"), "dev.json");
+  EXPECT_EQ(one("train.30k"), "0 files");  // not in the shared data (MANIFEST §7)
+  const ClueDataset t3 = ReadClueSplit(t, dir, "train.3k");
+  ExpectCounts(t3, 3000, 2994, 6, 0);
+  EXPECT_EQ(t3.stats.dropped, 6);
+  const std::string err = ErrorOf([&] { ReadClueSplit(t, dir, "train.30k"); });
+  EXPECT_NE(err.find("no ocnli split 'train.30k' (tried train.30k.json)"), std::string::npos)
+      << err;
+  EXPECT_NE(err.find("available splits: dev (dev.json), test (test.json), train "
+                     "(train.10k.json), train.10k, train.3k"),
+            std::string::npos)
+      << err;
+}
+
+TEST(ClueReaders, SplitNamesAreFileStemsInsideTheDirectory) {
+  TempDir d;
+  const ClueTaskInfo& tnews = GetClueTask("tnews");
+  const std::string row = "{\"label\": \"100\", \"sentence\": \"x\"}\n";
+  d.Write("train.json", row + row);
+  d.Write("train.small.json", row);
+  d.Write("labels.json", "{\"label\": \"100\"}\n");
+  d.Write("notes.txt", "not a split");
+  EXPECT_EQ(ReadClueSplit(tnews, d.path(), "train").examples.size(), 2u);
+  EXPECT_EQ(ReadClueSplit(tnews, d.path(), "train.small").examples.size(), 1u);
+  // Only plain names inside the directory; no path may escape it.
+  for (const char* bad : {"../train", "sub/train", "", ".", "..", "notes", "notes.txt"}) {
+    EXPECT_TRUE(ResolveSplitFiles(tnews, d.path(), bad).empty()) << bad;
+  }
+  // Label lists are not splits; a missing "dev" of the table is not listed.
+  EXPECT_EQ(DescribeAvailableSplits(tnews, d.path()), "train (train.json), train.small");
+  const std::string err = ErrorOf([&] { ReadClueSplit(tnews, d.path(), "dev"); });
+  EXPECT_NE(err.find("no tnews split 'dev' (tried dev.json); available splits: train (train.json), "
+                     "train.small"),
+            std::string::npos)
+      << err;
+  // ChID answer dictionaries are not splits either; C3 d-/m- files are listed by stem too.
+  TempDir e;
+  e.Write("dev_answer.json", "{}");
+  e.Write("c3-d-dev.json", "[]");
+  e.Write("c3-m-dev.json", "[]");
+  EXPECT_EQ(DescribeAvailableSplits(GetClueTask("chid"), e.path()), "c3-d-dev, c3-m-dev");
+  EXPECT_EQ(DescribeAvailableSplits(GetClueTask("c3"), e.path()),
+            "dev (c3-d-dev.json + c3-m-dev.json), c3-d-dev, c3-m-dev");
+  TempDir empty;
+  EXPECT_EQ(DescribeAvailableSplits(tnews, empty.path()), "none");
+}
+
 TEST(ClueRealData, Wsc) {
   REQUIRE_CLUE_DATA();
   ClueDataset tr = Read("cluewsc", "cluewsc/train.json");
