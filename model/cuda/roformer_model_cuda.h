@@ -31,7 +31,8 @@ namespace roformer::cuda {
 class CudaRoFormerModel {
  public:
   // `layout` is the store of a CPU RoFormerModel built from the same cfg with tp = 1: names,
-  // offsets and current values are taken from it (Fail otherwise).
+  // offsets and current values are taken from it (Fail otherwise). `stream` must outlive the
+  // model (the destructor synchronises it).
   CudaRoFormerModel(const config::ModelConfig& cfg, const ParamStore& layout, cudaStream_t stream);
   ~CudaRoFormerModel();
   CudaRoFormerModel(const CudaRoFormerModel&) = delete;

@@ -74,6 +74,36 @@ void DropoutWalkMatches(int64_t rows, int64_t cols, int64_t cols_global, int64_t
              ", not visited once " + std::to_string(not_once) + ")");
 }
 
+// docs/cuda.md's batch chunking of the attention: rows b0 .. b0 + rows - 1 of the [B, heads*L*L]
+// view, run as a batch of their own with col_offset += b0 * cols_global, draw the keep bits of
+// the whole batch's rows.
+void ChunkedDropoutMatches(int64_t b0, int64_t rows, int64_t cols, int64_t cols_global,
+                           int64_t col_offset) {
+  roformer::DropoutSpec full;
+  full.p = 0.1f;
+  full.key = 0xfeedfacecafebeefull;
+  full.stream = roformer::DropoutStreamId(3, 0, 7, 1);
+  full.cols_global = cols_global;
+  full.col_offset = col_offset;
+  roformer::DropoutSpec chunk = full;
+  chunk.col_offset = col_offset + b0 * cols_global;
+  int64_t wrong = 0, visited = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto rb = roformer::cuda::RowBlocks(r, cols, cols_global, chunk.col_offset);
+    for (uint64_t j = rb.first; j <= rb.last; ++j) {
+      roformer::cuda::ForBlockElements(chunk.key, chunk.stream, chunk.p, rb.base, cols, j,
+                                       [&](int64_t c, bool keep) {
+                                         ++visited;
+                                         wrong += keep != roformer::DropoutKeep(full, b0 + r, c);
+                                       });
+    }
+  }
+  Expect(wrong == 0 && visited == rows * cols,
+         "batch-chunked attention dropout (rows " + std::to_string(b0) + ".." +
+             std::to_string(b0 + rows - 1) + ") == the whole batch's keep bits (wrong " +
+             std::to_string(wrong) + ")");
+}
+
 void AdamWMatches() {
   roformer::ParamStore s;
   s.Declare("w", {257, 31}, roformer::Placement::kReplicated, true);
@@ -161,6 +191,7 @@ int main() {
   DropoutWalkMatches(7, 4096, 8192, 4096);  // aligned TP shard
   DropoutWalkMatches(5, 1, 3, 2);           // one element per row
   DropoutWalkMatches(3, 3 * 64 * 64, 6 * 64 * 64, 3 * 64 * 64);  // attention [B, heads*L*L] view
+  ChunkedDropoutMatches(2, 3, 3 * 48 * 48, 6 * 48 * 48, 3 * 48 * 48);  // TP heads 3..5, rows 2..4
   AdamWMatches();
   EmbeddingGroupsMatch();
   const int devices = roformer::cuda::DeviceCount();

@@ -80,6 +80,10 @@ void FreeAll() {
 // Median milliseconds per call of f over `reps` timed batches of `iters` calls, after `warm`.
 double TimeMs(cudaStream_t s, const std::function<void()>& f, int warm = 3, int iters = 10,
               int reps = 5) {
+  // Alloc's random fills run on the legacy default stream, which does not order against the
+  // non-blocking stream `s`: finish them first, or the warm-up (and the first timed batch) can
+  // read buffers that are still being filled.
+  ROFORMER_CUDA_CHECK(cudaDeviceSynchronize());
   for (int i = 0; i < warm; ++i) f();
   cudaEvent_t a, b;
   ROFORMER_CUDA_CHECK(cudaEventCreate(&a));

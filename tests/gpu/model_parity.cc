@@ -102,6 +102,13 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
   gcfg.set_precision(bf16 ? "bf16" : "fp32");
   cudaStream_t stream;
   ROFORMER_CUDA_CHECK(cudaStreamCreate(&stream));
+  // Declared before the model, so destroyed after it: the model's destructor synchronises its
+  // stream, and a destroyed stream there leaves an error that the next case's first launch check
+  // (cudaGetLastError) would report as its own.
+  struct StreamGuard {
+    cudaStream_t s;
+    ~StreamGuard() { cudaStreamDestroy(s); }
+  } stream_guard{stream};
   cuda::CudaRoFormerModel gpu(gcfg, cpu.store(), stream);
   const LossStats lg = gpu.ForwardBackward(batch, dc, true, grad_scale);
   ParamStore got = cpu.store();
@@ -194,7 +201,6 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
                 "%.2e, %lld non-finite",
                 tag.c_str(), gg.norm, gc.norm, norm_err, update_err, static_cast<long long>(bad));
   Report(gg.finite && bad == 0 && norm_err <= grad_tol && update_err <= update_tol, buf);
-  cudaStreamDestroy(stream);
 }
 
 int Main() {

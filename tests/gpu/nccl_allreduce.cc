@@ -52,6 +52,8 @@ void Correctness(roformer::NcclCommunicator& comm) {
   for (size_t i = 0; i < count; ++i) h[i] = static_cast<float>(r + 1) + 1e-3f * (i % 97);
   float* d = DeviceAlloc<float>(count);
   CK(cudaMemcpy(d, h.data(), count * 4, cudaMemcpyHostToDevice));
+  // The NCCL stream is non-blocking: it does not wait for the legacy stream's copies/memsets.
+  CK(cudaDeviceSynchronize());
   comm.AllReduce(std::span<float>(d, count));
   CK(cudaMemcpy(h.data(), d, count * 4, cudaMemcpyDeviceToHost));
   double err = 0;
@@ -67,6 +69,7 @@ void Correctness(roformer::NcclCommunicator& comm) {
   for (size_t i = 0; i < hb.size(); ++i) hb[i] = __float2bfloat16(static_cast<float>(i % 8 + r));
   auto* db = DeviceAlloc<__nv_bfloat16>(hb.size());
   CK(cudaMemcpy(db, hb.data(), hb.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaDeviceSynchronize());
   comm.AllReduceDevice(db, db, hb.size(), ncclBfloat16, ncclSum);
   CK(cudaStreamSynchronize(comm.stream()));
   CK(cudaMemcpy(hb.data(), db, hb.size() * 2, cudaMemcpyDeviceToHost));
@@ -81,6 +84,7 @@ void Correctness(roformer::NcclCommunicator& comm) {
   float* din = DeviceAlloc<float>(block);
   float* dall = DeviceAlloc<float>(block * n);
   CK(cudaMemcpy(din, mine.data(), block * 4, cudaMemcpyHostToDevice));
+  CK(cudaDeviceSynchronize());
   comm.AllGather(std::span<const float>(din, block), std::span<float>(dall, block * n));
   CK(cudaMemcpy(all.data(), dall, block * n * 4, cudaMemcpyDeviceToHost));
   ok = true;
@@ -90,6 +94,7 @@ void Correctness(roformer::NcclCommunicator& comm) {
   for (int t = 0; t < n; ++t)
     for (size_t i = 0; i < block; ++i) all[t * block + i] = static_cast<float>(t * 10 + r);
   CK(cudaMemcpy(dall, all.data(), block * n * 4, cudaMemcpyHostToDevice));
+  CK(cudaDeviceSynchronize());
   comm.ReduceScatter(std::span<const float>(dall, block * n), std::span<float>(din, block));
   CK(cudaMemcpy(mine.data(), din, block * 4, cudaMemcpyDeviceToHost));
   ok = true;
@@ -98,6 +103,7 @@ void Correctness(roformer::NcclCommunicator& comm) {
   Expect(ok, "reduce-scatter f32");
   std::vector<float> b(block, static_cast<float>(r == n - 1 ? 42 : -1));
   CK(cudaMemcpy(din, b.data(), block * 4, cudaMemcpyHostToDevice));
+  CK(cudaDeviceSynchronize());
   comm.Broadcast(std::span<float>(din, block), n - 1);
   CK(cudaMemcpy(b.data(), din, block * 4, cudaMemcpyDeviceToHost));
   ok = true;
@@ -120,6 +126,7 @@ void Bandwidth(roformer::NcclCommunicator& comm) {
   const size_t max_bytes = size_t{1} << 30;
   auto* buf = DeviceAlloc<__nv_bfloat16>(max_bytes / 2);
   CK(cudaMemset(buf, 0x3c, max_bytes));  // non-zero bf16 values (about 0.0115)
+  CK(cudaDeviceSynchronize());
   cudaEvent_t t0, t1;
   CK(cudaEventCreate(&t0));
   CK(cudaEventCreate(&t1));

@@ -3,7 +3,8 @@
 # sm_90), the host checks, the op parity suite, the one-step model parity (GPU model vs CPU
 # model), the gpu-labelled ctest tests (NCCL), the kernel benchmark and the GPU model's BERT-base
 # step benchmark; prints a short table last. Sized for < 8 minutes on one H200 (build ~2-3 min
-# with 16 cores, parity < 1 min, benchmarks ~2-3 min).
+# with 16 cores, parity < 1 min, benchmarks ~2-3 min); every step's timeout is capped by a total
+# budget of ROFORMER_GPU_BUDGET_S seconds (default 450 s, under the tool's 600 s kill).
 #
 #   bash tests/gpu/run.sh [--quick] [--prebuilt DIR]
 #     --quick          the composed training step with RealFormer off only
@@ -34,11 +35,22 @@ while [ $# -gt 0 ]; do
 done
 t_start=$(date +%s)
 log() { echo "[run.sh +$(($(date +%s) - t_start))s] $*"; }
+# The device tool kills a command at 600 s and the table is printed last: every step's timeout is
+# capped by what is left of this budget, so a slow build cannot push the table past the kill.
+budget=${ROFORMER_GPU_BUDGET_S:-450}
+cap() {
+  local left=$((budget - ($(date +%s) - t_start)))
+  [ "$left" -lt "$1" ] && echo "[run.sh] budget ${budget}s: next step capped at ${left}s" >&2
+  if [ "$left" -lt 1 ]; then echo 1
+  elif [ "$left" -lt "$1" ]; then echo "$left"
+  else echo "$1"; fi
+}
 declare -a summary
 note() { summary+=("$1"); }
 
 log "repository $root, build $build, logs $out, $jobs jobs"
 command -v nvidia-smi >/dev/null && nvidia-smi -L
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
 nvcc --version | tail -1
 
@@ -50,7 +62,7 @@ if [ -n "$prebuilt" ]; then
   libs=$prebuilt/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib
   export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   note "build: PREBUILT bundle $prebuilt ($(ls "$build" | tr '\n' ' '))"
-elif timeout 300 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+elif timeout "$(cap 300)" cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 >"$aux/configure.log" 2>&1; then
   grep -E '^-- roformer' "$aux/configure.log"
   targets=(roformer_cuda cuda_host_test op_parity gpu_bench model_parity model_bench)
@@ -60,7 +72,7 @@ else
   tail -n 6 "$aux/configure.log"
   mode=standalone
   build=$build-standalone
-  if ! timeout 300 cmake -S "$root/tests/gpu" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  if ! timeout "$(cap 300)" cmake -S "$root/tests/gpu" -B "$build" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_ARCHITECTURES=90 >"$aux/configure.log" 2>&1; then
     tail -n 20 "$aux/configure.log"
     cp "$aux/configure.log" "$out/"
@@ -75,7 +87,7 @@ else
 fi
 if [ "$mode" != prebuilt ]; then
   log "building (${mode}): ${targets[*]}"
-  if ! timeout 360 cmake --build "$build" -j"$jobs" --target "${targets[@]}" \
+  if ! timeout "$(cap 360)" cmake --build "$build" -j"$jobs" --target "${targets[@]}" \
       >"$aux/build.log" 2>&1; then
     grep -E 'error|Error' "$aux/build.log" | head -n 30
     cp "$aux/build.log" "$aux/configure.log" "$out/"
@@ -98,7 +110,8 @@ if has cuda_host_test; then
 fi
 if has op_parity; then
   log "op parity (GPU vs CPU kernels)"
-  timeout 180 "$build/op_parity" 2>&1 | tee "$out/op_parity.log" | grep -E '^(FAIL|SKIPPED)|failed$'
+  timeout "$(cap 180)" "$build/op_parity" 2>&1 | tee "$out/op_parity.log" |
+    grep -E '^(FAIL|SKIPPED)|failed$'
   rc=${PIPESTATUS[0]}
   case $rc in
     0) note "op parity: PASS ($(grep -E 'checks failed$' "$out/op_parity.log"))" ;;
@@ -111,7 +124,7 @@ else
 fi
 if has model_parity; then
   log "model parity (one GPU training step vs the CPU model)"
-  timeout 150 "$build/model_parity" 2>&1 | tee "$out/model_parity.log" |
+  timeout "$(cap 150)" "$build/model_parity" 2>&1 | tee "$out/model_parity.log" |
     grep -E '^(FAIL|SKIPPED)|failures$'
   rc=${PIPESTATUS[0]}
   case $rc in
@@ -123,7 +136,7 @@ if has model_parity; then
 fi
 if [ "$mode" = full ]; then
   log "ctest -L gpu (the NCCL test; the parity binaries ran above)"
-  (cd "$build" && timeout 120 ctest -L gpu -E 'gpu_op_parity|gpu_model_parity' -V) \
+  (cd "$build" && timeout "$(cap 120)" ctest -L gpu -E 'gpu_op_parity|gpu_model_parity' -V) \
     >"$out/ctest_gpu.log" 2>&1
   rc=$?
   grep -E 'tests passed|Skipped|Failed|Not Run|\*\*\*' "$out/ctest_gpu.log" | head -n 10
@@ -140,7 +153,7 @@ fi
 
 # ---- 3. benchmark ----
 log "GPU benchmark"
-timeout 240 "$build/gpu_bench" "${bench_args[@]}" >"$out/bench.log" 2>&1
+timeout "$(cap 240)" "$build/gpu_bench" "${bench_args[@]}" >"$out/bench.log" 2>&1
 rc=$?
 case $rc in
   0) note "benchmark: OK" ;;
@@ -150,7 +163,7 @@ esac
 
 if has model_bench; then
   log "GPU model step benchmark (BERT-base, bf16)"
-  timeout 200 "$build/model_bench" >"$out/model_bench.log" 2>&1
+  timeout "$(cap 200)" "$build/model_bench" >"$out/model_bench.log" 2>&1
   rc=$?
   case $rc in
     0) note "model benchmark: OK" ;;
@@ -172,6 +185,13 @@ fi
 for f in op_parity model_parity; do
   [ -f "$out/$f.log" ] && grep -E '^FAIL' "$out/$f.log" | head -n 10
 done
+# The programs skip (77) whenever the CUDA runtime finds no usable device, which is also what a
+# driver older than the runtime looks like: with GPUs listed by nvidia-smi that is a failure.
+if [ $no_device -eq 1 ] && [ "${gpus:-0}" -gt 0 ]; then
+  note "ERROR: nvidia-smi lists $gpus GPU(s) but the programs saw none: $(grep -m1 SKIPPED \
+    "$out/op_parity.log")"
+  rc_all=1
+fi
 echo
 echo "==== tests/gpu/run.sh summary ($(($(date +%s) - t_start)) s) ===="
 for s in "${summary[@]}"; do echo "  $s"; done
