@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <tuple>
 
 #include "data/clue/can.h"
 #include "data/clue/clue_features.h"
@@ -216,6 +217,7 @@ class Session {
   std::string best_root_;
   bool have_best_ = false;
   uint64_t cur_step_ = 0;
+  Predictions best_dev_pred_;  // dev predictions of the kept epoch (written as dev_<submission>)
 };
 
 void Session::Log(const Json& j) {
@@ -292,16 +294,24 @@ void Session::BuildModel() {
 
 void Session::ReadData() {
   const std::string& dir = args_.data_dir;
-  if (ResolveSplitFiles(task_, dir, cfg_.train_split()).empty()) {
-    std::string tried;
-    auto it = task_.split_files.find(cfg_.train_split());
-    if (it != task_.split_files.end())
-      for (const auto& alt : it->second)
-        for (const auto& f : alt) tried += (tried.empty() ? "" : ", ") + f;
-    Fail("finetune: no '", cfg_.train_split(), "' file for ", task_.name, " in ", dir,
-         tried.empty() ? std::string(" (unknown split name)") : " (tried " + tried + ")",
-         task_.format == ClueFormat::kCmrc2018 ? "; CMRC2018 without train: --set train_split=trial"
-                                               : "");
+  // A split is a name of the task's table ("train", "dev", "test", "trial") or a file stem of the
+  // directory ("train.3k"); the errors list what the directory offers (DescribeAvailableSplits).
+  auto missing = [&](const std::string& field, const std::string& split) {
+    Fail("finetune: ", field, " '", split, "': no such ", task_.name, " split in ", dir,
+         "; available splits: ", DescribeAvailableSplits(task_, dir),
+         task_.format == ClueFormat::kCmrc2018 && split == "train"
+             ? " (CMRC2018 without train: --set train_split=trial)"
+             : "");
+  };
+  if (ResolveSplitFiles(task_, dir, cfg_.train_split()).empty())
+    missing("train_split", cfg_.train_split());
+  // A dev/test split named explicitly must exist; the default names may be absent, and an empty
+  // name turns the split off (e.g. no test prediction in an experiment that only needs dev).
+  for (const auto& [field, split, dflt] :
+       {std::tuple<const char*, std::string, const char*>{"dev_split", cfg_.dev_split(), "dev"},
+        {"test_split", cfg_.test_split(), "test"}}) {
+    if (!split.empty() && split != dflt && ResolveSplitFiles(task_, dir, split).empty())
+      missing(field, split);
   }
   train_ = ReadClueSplit(task_, dir, cfg_.train_split());
   auto cap = [](ClueDataset* ds, int64_t n) {
@@ -318,6 +328,8 @@ void Session::ReadData() {
   if (has_dev_) {
     dev_ = ReadClueSplit(task_, dir, cfg_.dev_split());
     cap(&dev_, cfg_.max_eval_examples());
+  } else if (cfg_.dev_split().empty()) {
+    LOG(INFO) << "finetune: dev_split is empty: no evaluation; the last epoch is kept";
   } else {
     LOG(WARNING) << "finetune: no " << cfg_.dev_split() << " split in " << dir
                  << ": no evaluation; the last epoch is kept";
@@ -331,6 +343,8 @@ void Session::ReadData() {
                    << " also cuts the test split: the submission file is incomplete for CLUE";
     }
     cap(&test_, cfg_.max_eval_examples());
+  } else if (cfg_.test_split().empty()) {
+    LOG(INFO) << "finetune: test_split is empty: no submission file";
   } else {
     LOG(WARNING) << "finetune: no " << cfg_.test_split() << " split in " << dir
                  << ": no submission file";
@@ -346,9 +360,12 @@ void Session::ReadData() {
   auto build = [&](const ClueDataset& ds, const char* name) {
     FeatureStats st;
     std::vector<Feature> f = BuildFeatures(task_, ds.examples, *tok_, fo, &st);
-    LOG(INFO) << "finetune: " << name << ": " << st.examples << " examples -> " << st.features
-              << " features, " << st.sequences << " sequences (longest " << st.max_tokens
-              << " tokens, " << st.truncated << " truncated"
+    std::string files;
+    for (const std::string& p : ds.paths)
+      files += (files.empty() ? "" : " + ") + fs::path(p).filename().string();
+    LOG(INFO) << "finetune: " << name << " (" << files << "): " << st.examples << " examples -> "
+              << st.features << " features, " << st.sequences << " sequences (longest "
+              << st.max_tokens << " tokens, " << st.truncated << " truncated"
               << (task_.format == ClueFormat::kCmrc2018
                       ? ", " + std::to_string(st.windows_with_answer) + " windows with answer, " +
                             std::to_string(st.answers_not_in_any_window) + " answers in no window"
@@ -701,7 +718,10 @@ FinetuneSummary Session::Run() {
     pb::TextFormat::Printer pr;
     pr.SetSingleLineMode(true);
     pr.PrintToString(cfg_, &text);
+    Json files = Json::Array();
+    for (const std::string& f : train_.paths) files.push_back(fs::path(f).filename().string());
     j.set("finetune_config", text)
+        .set("train_files", std::move(files))
         .set("train_examples", static_cast<int64_t>(train_.examples.size()))
         .set("train_features", n_train)
         .set("steps_per_epoch", steps_per_epoch)
@@ -772,6 +792,7 @@ FinetuneSummary Session::Run() {
         best = m;
         best_f1 = f1;
         sum.best_epoch = epoch;
+        best_dev_pred_ = p;
       }
       LOG(INFO) << "epoch " << epoch << ": dev " << (span_head_ ? "EM " : "accuracy ") << m
                 << (span_head_ ? " F1 " + std::to_string(f1) : std::string()) << " (best " << best
@@ -785,6 +806,32 @@ FinetuneSummary Session::Run() {
   sum.best_dev = std::max(best, 0.0);
   sum.best_dev_f1 = std::max(best_f1, 0.0);
   LoadBest();
+
+  // The kept epoch's dev predictions in submission format, so `roformer evaluate` can re-score
+  // dev independently (e.g. CMRC2018 EM/F1) without another inference pass. Without CAN.
+  const auto submission_name = [&](const ClueDataset& ds) {
+    const bool fewclue_chid = task_.format == ClueFormat::kChid && !ds.examples.empty() &&
+                              ds.examples[0].blank_marker == "#idiom#";
+    return fewclue_chid && !task_.fewclue_submission_file.empty() ? task_.fewclue_submission_file
+                                                                  : task_.submission_file;
+  };
+  if (has_dev_ && sum.best_epoch > 0 && cfg_.write_dev_predictions()) {
+    const std::string path = args_.out_dir + "/dev_" + submission_name(dev_);
+    if (span_head_) {
+      WriteCmrc2018Submission(dev_.examples, best_dev_pred_.texts, path);
+    } else {
+      WriteClueSubmission(task_, dev_.examples, best_dev_pred_.labels, path);
+    }
+    const int64_t n = ValidateSubmission(task_, path, &dev_.examples);
+    Json j = Json::Object();
+    j.set("event", "dev_predictions")
+        .set("path", path)
+        .set("entries", n)
+        .set("epoch", sum.best_epoch);
+    Log(j);
+    LOG(INFO) << "wrote " << path << " (dev predictions of epoch " << sum.best_epoch << ", " << n
+              << " entries)";
+  }
 
   // CAN (classification): prior from the training labels; dev before/after; test with it.
   std::vector<double> prior;
@@ -834,12 +881,7 @@ FinetuneSummary Session::Run() {
 
   if (has_test_) {
     const Predictions p = Decode(test_, test_f_, Infer(test_f_, nullptr));
-    const bool fewclue_chid = task_.format == ClueFormat::kChid && !test_.examples.empty() &&
-                              test_.examples[0].blank_marker == "#idiom#";
-    const std::string name = fewclue_chid && !task_.fewclue_submission_file.empty()
-                                 ? task_.fewclue_submission_file
-                                 : task_.submission_file;
-    sum.submission = args_.out_dir + "/" + name;
+    sum.submission = args_.out_dir + "/" + submission_name(test_);
     if (span_head_) {
       WriteCmrc2018Submission(test_.examples, p.texts, sum.submission);
     } else if (can) {

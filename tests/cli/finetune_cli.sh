@@ -7,7 +7,10 @@
 # Hungarian decoding over the blanks of a passage) and CMRC2018 (span head, sliding windows).
 # For each: metrics.jsonl has per-epoch dev metrics, best/encoder and best/head verify, the
 # submission exists, was validated, and `roformer evaluate` scores it against a labelled copy of
-# the temp "test" file (which is only ever predicted, never trained on). Then user errors exit 2.
+# the temp "test" file (which is only ever predicted, never trained on). train_split selects a
+# file stem of the directory (a temp subset, and OCNLI train.3k vs the default train.10k on the
+# real files when ../shared/data is present). Then user errors exit 2, including an unknown split,
+# whose message lists the directory's splits.
 # AFQMC lines come from ../shared/data/clue/afqmc/train.json when present, else are synthetic.
 # Usage: bash finetune_cli.sh <roformer-binary> <source-dir>   (needs python3)
 set -euo pipefail
@@ -192,6 +195,22 @@ PY
   --set log_every=0 --set adafactor.min_dim_size_to_factor=16
 check_run "$TMP/o_afqmc_ada" afqmc "$TMP/afqmc/test_gold.json" afqmc_predict.json dev_accuracy
 
+# train_split names any file stem of --data: train.small -> train.small.json (not the default
+# train.json); metrics.jsonl records which file was read.
+check_train_files() {
+  python3 - "$1/metrics.jsonl" "$2" "$3" <<'PY'
+import json, sys
+cfg = json.loads(open(sys.argv[1]).readline())
+assert cfg["event"] == "config", cfg
+assert cfg["train_files"] == [sys.argv[2]], cfg["train_files"]
+assert cfg["train_examples"] == int(sys.argv[3]), cfg["train_examples"]
+PY
+}
+head -n 20 "$TMP/afqmc/train.json" > "$TMP/afqmc/train.small.json"
+"$BIN" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/o_afqmc_small" "${MODEL[@]}" \
+  --epochs 1 --batch 8 --max-len 48 --set train_split=train.small
+check_train_files "$TMP/o_afqmc_small" train.small.json 20
+
 # CLUEWSC2020 and CSL: submission validated inside finetune (no labelled test copy needed).
 for t in wsc:cluewsc2020:cluewsc11_predict.json csl:csl:csl_predict.json; do
   IFS=: read -r dir task sub <<< "$t"
@@ -225,6 +244,24 @@ PY
   --epochs 2 --batch 8 --max-len 64 --lr 1e-3 --set train_split=trial --set max_answer_len=8
 check_run "$TMP/o_cmrc" cmrc2018 "$TMP/cmrc/test_gold.json" cmrc2018_predict.json dev_em
 grep -q '"dev_f1"' "$TMP/o_cmrc/metrics.jsonl"
+# The kept epoch's dev predictions (dev_<submission>) re-scored by `roformer evaluate` give the
+# EM/F1 finetune selected on.
+"$BIN" evaluate --task cmrc2018 --gold "$TMP/cmrc/dev.json" \
+  --pred "$TMP/o_cmrc/dev_cmrc2018_predict.json" > "$TMP/cmrc_dev_eval.json"
+python3 - "$TMP/o_cmrc/metrics.jsonl" "$TMP/cmrc_dev_eval.json" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+done = recs[-1]
+ev = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+assert abs(ev["em"] - done["best_dev_em"]) < 1e-6 and abs(ev["f1"] - done["best_dev_f1"]) < 1e-6, (ev, done)
+dp = [r for r in recs if r["event"] == "dev_predictions"]
+assert len(dp) == 1 and dp[0]["epoch"] == done["best_epoch"], dp
+PY
+# test_split= (empty) turns the test prediction off.
+"$BIN" finetune --task c3 --data "$TMP/c3" --out "$TMP/o_c3_notest" "${MODEL[@]}" \
+  --epochs 1 --batch 4 --max-len 64 --set test_split=
+[[ ! -e "$TMP/o_c3_notest/c311_predict.json" && -f "$TMP/o_c3_notest/dev_c311_predict.json" ]] \
+  || { echo "test_split= must skip the submission"; ls "$TMP/o_c3_notest"; exit 1; }
 
 # User errors exit 2 with a message.
 expect_fail() {
@@ -241,4 +278,25 @@ expect_fail "classification tasks only" finetune --task c3 --data "$TMP/c3" --ou
 expect_fail "unknown field" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x" "${MODEL[@]}" --set nope=1
 expect_fail "optimizer" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x" "${MODEL[@]}" --optimizer sgd
 expect_fail "--init" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x"
+expect_fail "train_split 'train.big': no such afqmc split.*available splits: dev (dev.json), test (test.json), train (train.json), test_gold, train.small" \
+  finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x" "${MODEL[@]}" --set train_split=train.big
+expect_fail "dev_split 'dev2'" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x" "${MODEL[@]}" \
+  --set dev_split=dev2
+
+# The real OCNLI directory: "train" is the largest subset (train.10k), train_split=train.3k picks
+# the 3k subset (a few examples of it: this checks the selection, not the model).
+OCNLI="$SRC/../shared/data/clue/ocnli"
+if [[ -f "$OCNLI/train.3k.json" && -f "$OCNLI/train.10k.json" ]]; then
+  "$BIN" finetune --task ocnli --data "$OCNLI" --out "$TMP/o_ocnli3k" "${MODEL[@]}" --epochs 1 \
+    --batch 8 --max-len 48 --set train_split=train.3k --set max_train_examples=24 \
+    --set max_eval_examples=16
+  check_train_files "$TMP/o_ocnli3k" train.3k.json 24
+  "$BIN" finetune --task ocnli --data "$OCNLI" --out "$TMP/o_ocnli" "${MODEL[@]}" --epochs 1 \
+    --batch 8 --max-len 48 --set max_train_examples=24 --set max_eval_examples=16
+  check_train_files "$TMP/o_ocnli" train.10k.json 24
+  expect_fail "available splits: dev (dev.json), test (test.json), train (train.10k.json), train.10k, train.3k" \
+    finetune --task ocnli --data "$OCNLI" --out "$TMP/x" "${MODEL[@]}" --set train_split=train.30k
+else
+  echo "finetune_cli: shared OCNLI data absent ($OCNLI): real-file train_split checks skipped"
+fi
 echo "finetune_cli: OK"
