@@ -27,12 +27,30 @@ std::string ListSome(const std::vector<std::string>& ids, size_t max = 10) {
 }
 
 int RunEvaluate(int argc, char** argv) {
-  Flags flags(argc, argv, {"task", "gold", "pred"});
+  namespace fs = std::filesystem;
+  Flags flags(argc, argv, {"task", "gold", "pred", "split"});
   if (!flags.positional().empty()) Fail("unexpected argument '", flags.positional()[0], "'");
   const ClueTaskInfo& task = GetClueTask(flags.Require("task"));
-  const std::string gold_path = flags.Require("gold");
+  std::string gold_path = flags.Require("gold");
   const std::string pred_path = flags.Require("pred");
-  const ClueDataset gold = ReadClueFile(task, gold_path);
+  // A directory is read like `roformer finetune` reads it (ReadClueSplit): a split may span
+  // several files (C3 dev = d-dev + m-dev, with ids numbered across both), so scoring a split's
+  // predictions needs the same concatenation in the same order.
+  std::error_code ec;
+  ClueDataset gold;
+  if (fs::is_directory(gold_path, ec)) {
+    const std::string split = flags.Has("split") ? flags.Get("split") : "dev";
+    gold = ReadClueSplit(task, gold_path, split);
+    std::string files;
+    for (const std::string& f : gold.paths)
+      files += (files.empty() ? "" : " + ") + fs::path(f).filename().string();
+    gold_path += " (" + split + ": " + files + ")";
+  } else {
+    if (flags.Has("split"))
+      Fail("evaluate: --split ", flags.Get("split"), " needs --gold DIR (a task directory); ",
+           gold_path, " is not a directory");
+    gold = ReadClueFile(task, gold_path);
+  }
   const ClueSubmission sub = ReadClueSubmission(task, pred_path);
 
   std::map<std::string, const SubmissionEntry*> pred;
@@ -173,9 +191,11 @@ int RunClueCheck(int argc, char** argv) {
 
 RegisterCommand reg_evaluate(
     "evaluate", "score a CLUE submission file against a labelled data file",
-    "roformer evaluate --task NAME --gold FILE --pred FILE\n"
+    "roformer evaluate --task NAME --gold FILE|DIR [--split S] --pred FILE\n"
     "  --task  afqmc tnews iflytek cmnli ocnli cluewsc2020 csl cmrc2018 c3 chid\n"
-    "  --gold  a labelled data file of the task (e.g. dev.json)\n"
+    "  --gold  a labelled data file of the task (e.g. dev.json), or the task's directory: then\n"
+    "          --split (default dev) is read as `roformer finetune` reads it (C3 dev = d-dev +\n"
+    "          m-dev, ids numbered across both, as in finetune's dev_c311_predict.json)\n"
     "  --pred  a submission-format file (see data/clue/clue_submission.h)\n"
     "Prints one JSON object: {\"task\",\"accuracy\" (percent),\"correct\",\"count\"} or, for\n"
     "cmrc2018, {\"task\",\"em\",\"f1\",\"count\"} (percent, official script rules). Missing or\n"

@@ -2,15 +2,26 @@
 // (model/finetune.h).
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include "launch/command.h"
 #include "model/finetune.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
+#include "runtime/grid.h"
 
 namespace roformer {
 namespace {
+
+// Ranks started by the launcher (1 without one). Fine-tuning is data parallel over all of them.
+int LauncherWorldSize() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    if (const char* e = std::getenv(v)) return std::max(1, std::atoi(e));
+  }
+  return 1;
+}
 
 int RunFinetuneCommand(int argc, char** argv) {
   Flags flags(argc, argv, {"task",    "data",      "init",    "out",       "config",
@@ -53,7 +64,15 @@ int RunFinetuneCommand(int argc, char** argv) {
     a.cfg.mutable_can()->set_iters(static_cast<int>(flags.GetInt("can-iters", 1)));
   if (flags.Has("can-alpha"))
     a.cfg.mutable_can()->set_alpha(static_cast<float>(flags.GetDouble("can-alpha", 1.0)));
+  // Data parallel over every rank mpirun started. No TP: CLUE fine-tuning models fit one process,
+  // and FinetuneConfig has no parallel block, so world size == DP size by construction.
+  GridOptions go;
+  go.dp = LauncherWorldSize();
+  auto grid = Grid::Create(go);
+  if (grid->distributed()) LOG(INFO) << "grid: " << grid->Describe();
+  a.dp = &grid->dp();
   const FinetuneSummary s = RunFinetune(a);
+  if (grid->world_rank() != 0) return 0;
   std::cout << "finetune " << a.task << ": " << s.steps << " steps";
   if (s.best_epoch > 0) std::cout << ", best dev " << s.best_dev << " at epoch " << s.best_epoch;
   if (s.can_ran) std::cout << ", CAN dev " << s.can_before << " -> " << s.can_after;
@@ -81,7 +100,10 @@ RegisterCommand reg(
     "and DIR/best/head (best dev checkpoint), and the CLUE submission file for the test split,\n"
     "validated. --can (classification) applies CAN with the training-label prior: dev accuracy\n"
     "without/with it (and on the confident/uncertain subsets) goes to metrics.jsonl and the test\n"
-    "predictions use it.",
+    "predictions use it.\n"
+    "Data parallel: `mpirun -np N roformer finetune ...` splits each step's examples over the N\n"
+    "ranks and sums their gradients (the single-process step up to summation order); dev/test\n"
+    "inference is sharded too; rank 0 alone writes DIR. Docs: docs/finetune.md.",
     &RunFinetuneCommand);
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <span>
 #include <sstream>
 #include <tuple>
 
@@ -33,6 +34,8 @@
 #include "model/optimizer.h"
 #include "model/roformer_model.h"
 #include "runtime/checkpoint.h"
+#include "runtime/comm.h"
+#include "runtime/comm_task.h"
 #include "runtime/config.h"
 #include "runtime/error.h"
 #include "runtime/json.h"
@@ -171,7 +174,16 @@ struct Accum {
 class Session {
  public:
   Session(const FinetuneArgs& args, const ClueTaskInfo& task, config::FinetuneConfig cfg)
-      : args_(args), task_(task), cfg_(std::move(cfg)) {}
+      : args_(args), task_(task), cfg_(std::move(cfg)) {
+    if (args_.dp != nullptr) {
+      dp_ = args_.dp;
+    } else {
+      local_dp_ = MakeLocalCommunicator("dp", 0);
+      dp_ = local_dp_.get();
+    }
+    rank_ = dp_->rank();
+    world_ = dp_->size();
+  }
 
   FinetuneSummary Run();
 
@@ -183,7 +195,13 @@ class Session {
   Accum Pass(const std::vector<Feature>& feats, const std::vector<int64_t>& idx, size_t begin,
              size_t end, bool train, float grad_scale, uint32_t micro,
              std::vector<FeatureOutput>* out);
+  // Every rank calls it; eval_batch chunks are dealt round-robin to the DP ranks and the outputs
+  // (and loss sums) all-reduced, so every rank returns the same outputs.
   std::vector<FeatureOutput> Infer(const std::vector<Feature>& feats, Accum* loss);
+  // This rank's part of the step [b0, b1) of the shuffled order (see DP in finetune.h): forward +
+  // backward of its micro-batches, gradients summed over DP afterwards. Returns the step's loss
+  // and accuracy sums over all ranks.
+  Accum TrainStep(const std::vector<int64_t>& order, size_t b0, size_t b1);
   Predictions Decode(const ClueDataset& ds, const std::vector<Feature>& feats,
                      const std::vector<FeatureOutput>& outs) const;
   // Primary metric (percent) and, for CMRC2018, F1; labelled examples only.
@@ -196,6 +214,9 @@ class Session {
   const FinetuneArgs& args_;
   const ClueTaskInfo& task_;
   config::FinetuneConfig cfg_;
+  std::unique_ptr<Communicator> local_dp_;  // one process: a size-1 communicator
+  Communicator* dp_ = nullptr;
+  int rank_ = 0, world_ = 1;
   config::ModelConfig mc_;
   std::unique_ptr<Tokenizer> tok_;
   std::unique_ptr<RoFormerModel> model_;
@@ -213,6 +234,7 @@ class Session {
   std::vector<int32_t> labels_, labels2_;
   std::vector<uint8_t> allowed_;
   std::vector<int32_t> offsets_;
+  std::vector<CommHandle> pending_;  // gradient all-reduces of a step (capacity reserved once)
   std::ofstream metrics_;
   std::string best_root_;
   bool have_best_ = false;
@@ -221,6 +243,7 @@ class Session {
 };
 
 void Session::Log(const Json& j) {
+  if (rank_ != 0) return;
   metrics_ << j.Dump() << "\n";
   metrics_.flush();
 }
@@ -539,14 +562,119 @@ std::vector<FeatureOutput> Session::Infer(const std::vector<Feature>& feats, Acc
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
   const size_t eb = static_cast<size_t>(cfg_.eval_batch());
   Accum total;
+  // Chunk k runs on rank k mod world: the chunks are the single-process ones, so each feature's
+  // outputs are bit-identical whatever the DP size.
+  const auto mine = [&](size_t feature) {
+    return static_cast<int>((feature / eb) % static_cast<size_t>(world_)) == rank_;
+  };
   for (size_t b = 0; b < feats.size(); b += eb) {
-    const Accum a = Pass(feats, idx, b, std::min(feats.size(), b + eb), false, 1.0f, 0, &out);
+    const size_t e = std::min(feats.size(), b + eb);
+    if (!mine(b)) {
+      out.resize(e);  // filled by the all-reduce below
+      continue;
+    }
+    const Accum a = Pass(feats, idx, b, e, false, 1.0f, 0, &out);
     total.loss += a.loss;
     total.count += a.count;
     total.correct += a.correct;
   }
+  CHECK_EQ(out.size(), feats.size());
+  if (world_ > 1) {
+    // One flat slot per feature (classification: C logits; multiple choice: one score per choice
+    // sequence; span: start, end, score, char_begin, char_end), zero on the ranks that did not
+    // compute it, so a sum all-reduce gathers the outputs everywhere (x + 0 == x exactly).
+    const auto width = [&](size_t i) -> size_t {
+      if (span_head_) return 5;
+      if (cls_head_) return static_cast<size_t>(cls_head_->num_labels());
+      return feats[i].ids.size();
+    };
+    std::vector<size_t> off(feats.size() + 1, 0);
+    for (size_t i = 0; i < feats.size(); ++i) off[i + 1] = off[i] + width(i);
+    std::vector<double> buf(off.back() + 3, 0.0);
+    for (size_t i = 0; i < feats.size(); ++i) {
+      if (!mine(i)) continue;
+      double* d = buf.data() + off[i];
+      const FeatureOutput& o = out[i];
+      if (span_head_) {
+        d[0] = o.span.start;
+        d[1] = o.span.end;
+        d[2] = o.span.score;
+        d[3] = o.char_begin;
+        d[4] = o.char_end;
+      } else {
+        CHECK_EQ(o.scores.size(), width(i));
+        std::copy(o.scores.begin(), o.scores.end(), d);
+      }
+    }
+    double* t = buf.data() + off.back();
+    t[0] = total.loss;
+    t[1] = static_cast<double>(total.count);
+    t[2] = static_cast<double>(total.correct);
+    dp_->AllReduce(std::span<double>(buf));
+    for (size_t i = 0; i < feats.size(); ++i) {
+      const double* d = buf.data() + off[i];
+      FeatureOutput& o = out[i];
+      if (span_head_) {
+        o.span.start = static_cast<int>(d[0]);
+        o.span.end = static_cast<int>(d[1]);
+        o.span.score = static_cast<float>(d[2]);
+        o.char_begin = static_cast<int>(d[3]);
+        o.char_end = static_cast<int>(d[4]);
+      } else {
+        o.scores.assign(d, d + width(i));
+      }
+    }
+    total.loss = t[0];
+    total.count = std::llround(t[1]);
+    total.correct = std::llround(t[2]);
+  }
   if (loss) *loss = total;
   return out;
+}
+
+Accum Session::TrainStep(const std::vector<int64_t>& order, size_t b0, size_t b1) {
+  model_->store().ZeroGrads();
+  head_store_.ZeroGrads();
+  const size_t n = b1 - b0, mb = static_cast<size_t>(cfg_.micro_batch());
+  // Every micro-batch, whichever rank runs it, is scaled by 1 / (the step's examples): the sum
+  // over ranks is then the single-process mean even when n does not divide by the DP size.
+  const float scale = 1.0f / static_cast<float>(n);
+  Accum acc;
+  const auto run = [&](size_t m0, size_t m1, uint32_t micro) {
+    if (m0 >= m1) return;
+    const Accum a = Pass(train_f_, order, m0, m1, true, scale, micro, nullptr);
+    acc.loss += a.loss;
+    acc.count += a.count;
+    acc.correct += a.correct;
+  };
+  const size_t M = (n + mb - 1) / mb, W = static_cast<size_t>(world_),
+               r = static_cast<size_t>(rank_);
+  if (M >= W) {
+    // Whole single-process micro-batches (same rows, same dropout stream id k).
+    for (size_t k = M * r / W; k < M * (r + 1) / W; ++k)
+      run(b0 + k * mb, std::min(b1, b0 + (k + 1) * mb), static_cast<uint32_t>(k));
+  } else {
+    // Fewer micro-batches than ranks (e.g. batch == micro_batch): near-equal contiguous shares,
+    // one micro-batch each (<= mb rows since n < W * mb), so every rank works.
+    const size_t q = n / W, extra = n % W, s0 = b0 + r * q + std::min(r, extra);
+    run(s0, s0 + q + (r < extra ? 1 : 0), static_cast<uint32_t>(r));
+  }
+  if (world_ > 1) {
+    // Sum (not average: the 1/n scale is already in) the trainable gradients; the pretraining-only
+    // tensors have none. All launched before the first wait, then one small all-reduce of the sums.
+    pending_.clear();
+    std::vector<float>& eg = model_->store().grads();
+    for (const auto& [b, e] : enc_ranges_)
+      pending_.push_back(dp_->AllReduceAsync(std::span<float>(eg.data() + b, e - b)));
+    pending_.push_back(dp_->AllReduceAsync(std::span<float>(head_store_.grads())));
+    for (CommHandle& h : pending_) h.Wait();
+    double st[3] = {acc.loss, static_cast<double>(acc.count), static_cast<double>(acc.correct)};
+    dp_->AllReduce(std::span<double>(st, 3));
+    acc.loss = st[0];
+    acc.count = std::llround(st[1]);
+    acc.correct = std::llround(st[2]);
+  }
+  return acc;
 }
 
 Predictions Session::Decode(const ClueDataset& ds, const std::vector<Feature>& feats,
@@ -655,6 +783,8 @@ void Session::OptimizerStep(int64_t step, double lr, int64_t* skipped) {
 
 void Session::SaveBest(int epoch, double metric) {
   if (!cfg_.save_best()) return;
+  have_best_ = true;       // on every rank: LoadBest is collective
+  if (rank_ != 0) return;  // every rank holds the same parameters
   const config::Config cfg = ConfigForModel(mc_, "finetune");
   TrainState st;
   st.step = static_cast<int64_t>(cur_step_);
@@ -676,23 +806,32 @@ void Session::SaveBest(int epoch, double metric) {
   for (const std::string& l : task_.labels) labels += (labels.empty() ? "" : ",") + l;
   o.metadata["labels"] = labels;
   SaveCheckpoint(best_root_ + "/head", head_store_, cfg, st, o);
-  have_best_ = true;
 }
 
 void Session::LoadBest() {
   if (!have_best_) return;
-  RestoreInto(LoadCheckpoint(best_root_ + "/encoder", false), &model_->store(), false);
-  RestoreInto(LoadCheckpoint(best_root_ + "/head", false), &head_store_, false);
+  // Rank 0 reads back what it wrote (the checkpoint, not a memory copy, is what gets predicted
+  // with) and sends it to the others, which need no shared filesystem.
+  if (rank_ == 0) {
+    RestoreInto(LoadCheckpoint(best_root_ + "/encoder", false), &model_->store(), false);
+    RestoreInto(LoadCheckpoint(best_root_ + "/head", false), &head_store_, false);
+  }
+  if (world_ > 1) {
+    dp_->Broadcast(std::span<float>(model_->store().params()), 0);
+    dp_->Broadcast(std::span<float>(head_store_.params()), 0);
+  }
 }
 
 FinetuneSummary Session::Run() {
   const auto t0 = std::chrono::steady_clock::now();
-  std::error_code ec;
-  fs::create_directories(args_.out_dir, ec);
-  if (ec) Fail("finetune: cannot create ", args_.out_dir, ": ", ec.message());
   best_root_ = args_.out_dir + "/best";
-  metrics_.open(args_.out_dir + "/metrics.jsonl", std::ios::trunc);
-  if (!metrics_) Fail("finetune: cannot write ", args_.out_dir, "/metrics.jsonl");
+  if (rank_ == 0) {  // the only rank that writes files
+    std::error_code ec;
+    fs::create_directories(args_.out_dir, ec);
+    if (ec) Fail("finetune: cannot create ", args_.out_dir, ": ", ec.message());
+    metrics_.open(args_.out_dir + "/metrics.jsonl", std::ios::trunc);
+    if (!metrics_) Fail("finetune: cannot write ", args_.out_dir, "/metrics.jsonl");
+  }
   if (cfg_.can().enabled() && task_.labels.empty())
     Fail("finetune: --can applies to classification tasks only (", task_.name, " is ",
          ClueTaskTypeName(task_.type), ")");
@@ -700,6 +839,10 @@ FinetuneSummary Session::Run() {
   BuildModel();
   ReadData();
   BuildHead();
+  pending_.reserve(enc_ranges_.size() + 1);
+  if (world_ > 1)
+    LOG(INFO) << "finetune: data parallel over " << world_ << " ranks (rank 0 writes "
+              << args_.out_dir << ")";
 
   const int64_t n_train = static_cast<int64_t>(train_f_.size());
   const int64_t steps_per_epoch = (n_train + cfg_.batch() - 1) / cfg_.batch();
@@ -728,7 +871,8 @@ FinetuneSummary Session::Run() {
         .set("total_steps", total)
         .set("warmup_steps", sched.warmup_steps)
         .set("hidden", model_->dims().hidden)
-        .set("layers", model_->dims().layers);
+        .set("layers", model_->dims().layers)
+        .set("dp", world_);
     Log(j);
     LOG(INFO) << "finetune " << task_.name << ": " << cfg_.epochs() << " epochs x "
               << steps_per_epoch << " steps (batch " << cfg_.batch() << ", micro "
@@ -748,25 +892,27 @@ FinetuneSummary Session::Run() {
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const size_t b0 = static_cast<size_t>(s * cfg_.batch());
       const size_t b1 = std::min(order.size(), b0 + cfg_.batch());
-      model_->store().ZeroGrads();
-      head_store_.ZeroGrads();
-      const float scale = 1.0f / static_cast<float>(b1 - b0);
-      uint32_t micro = 0;
-      for (size_t m = b0; m < b1; m += cfg_.micro_batch(), ++micro) {
-        const Accum a = Pass(train_f_, order, m, std::min(b1, m + cfg_.micro_batch()), true, scale,
-                             micro, nullptr);
-        for (Accum* x : {&ep, &window}) {
-          x->loss += a.loss;
-          x->count += a.count;
-          x->correct += a.correct;
-        }
+      const Accum a = TrainStep(order, b0, b1);
+      for (Accum* x : {&ep, &window}) {
+        x->loss += a.loss;
+        x->count += a.count;
+        x->correct += a.correct;
       }
       lr = sched.At(static_cast<int64_t>(cur_step_));
       OptimizerStep(static_cast<int64_t>(cur_step_), lr, &skipped);
       ++cur_step_;
       if (cfg_.log_every() > 0 && cur_step_ % cfg_.log_every() == 0) {
-        LOG(INFO) << "epoch " << epoch << " step " << cur_step_ << "/" << total << " loss "
-                  << window.loss / std::max<int64_t>(1, window.count) << " lr " << lr;
+        const double wl = window.loss / std::max<int64_t>(1, window.count);
+        LOG(INFO) << "epoch " << epoch << " step " << cur_step_ << "/" << total << " loss " << wl
+                  << " lr " << lr;
+        Json js = Json::Object();
+        js.set("event", "step")
+            .set("epoch", epoch)
+            .set("step", static_cast<int64_t>(cur_step_))
+            .set("loss", wl)
+            .set("examples", window.count)
+            .set("lr", lr);
+        Log(js);
         window = Accum();
       }
     }
@@ -815,7 +961,7 @@ FinetuneSummary Session::Run() {
     return fewclue_chid && !task_.fewclue_submission_file.empty() ? task_.fewclue_submission_file
                                                                   : task_.submission_file;
   };
-  if (has_dev_ && sum.best_epoch > 0 && cfg_.write_dev_predictions()) {
+  if (has_dev_ && sum.best_epoch > 0 && cfg_.write_dev_predictions() && rank_ == 0) {
     const std::string path = args_.out_dir + "/dev_" + submission_name(dev_);
     if (span_head_) {
       WriteCmrc2018Submission(dev_.examples, best_dev_pred_.texts, path);
@@ -882,7 +1028,9 @@ FinetuneSummary Session::Run() {
   if (has_test_) {
     const Predictions p = Decode(test_, test_f_, Infer(test_f_, nullptr));
     sum.submission = args_.out_dir + "/" + submission_name(test_);
-    if (span_head_) {
+    if (rank_ != 0) {
+      // Rank 0 writes and validates the same predictions.
+    } else if (span_head_) {
       WriteCmrc2018Submission(test_.examples, p.texts, sum.submission);
     } else if (can) {
       const CanResult r =
@@ -893,7 +1041,8 @@ FinetuneSummary Session::Run() {
     } else {
       WriteClueSubmission(task_, test_.examples, p.labels, sum.submission);
     }
-    sum.submission_entries = ValidateSubmission(task_, sum.submission, &test_.examples);
+    if (rank_ == 0)
+      sum.submission_entries = ValidateSubmission(task_, sum.submission, &test_.examples);
     Json j = Json::Object();
     j.set("event", "test")
         .set("submission", sum.submission)

@@ -22,8 +22,23 @@
 //   prediction  the best checkpoint is reloaded from disk, dev re-scored (and CAN applied when
 //               enabled), the test split predicted to <out>/<submission file> (CLUE 1.1 name;
 //               FewCLUE's for single-blank ChID data) and checked with ValidateSubmission.
-//   metrics     <out>/metrics.jsonl: one JSON object per line, "event" = config | epoch | can |
-//               test | done.
+//   metrics     <out>/metrics.jsonl: one JSON object per line, "event" = config | step (mean
+//               loss of the last log_every steps) | epoch | dev_predictions | can | test | done.
+//   DP          under mpirun (args.dp of size N > 1; no TP) every rank holds the whole model and
+//               reads all data. A step's examples are split between the ranks: when the step has
+//               M >= N single-process micro-batches, rank r runs micro-batches [M r / N,
+//               M (r+1) / N) with their single-process rows and dropout stream ids (so the result
+//               is the single-process one up to summation order, dropout included); otherwise
+//               (e.g. batch == micro_batch) the step's examples are cut into N contiguous
+//               near-equal shares, one micro-batch each (same math without dropout; with dropout
+//               the masks differ from one process's). Every micro-batch carries the 1 / (step's
+//               examples) scale, so the summed (all-reduced) gradient is the single-process step
+//               mean however unevenly the batch splits; loss/accuracy sums are all-reduced too. The
+//               clip norm is then computed on identical gradients and AdamW/AdaFactor run
+//               identically on every rank. Dev/test inference: eval_batch chunks dealt round-robin
+//               to the ranks, outputs all-reduced (zeros elsewhere), so every rank decodes and
+//               scores the same predictions. Rank 0 alone writes metrics.jsonl, checkpoints and
+//               prediction files; after training it reloads the best checkpoint and broadcasts it.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +49,8 @@
 
 namespace roformer {
 
+class Communicator;
+
 struct FinetuneArgs {
   std::string task;      // CLUE task name or alias
   std::string data_dir;  // the task's directory (train/dev/test files)
@@ -42,6 +59,8 @@ struct FinetuneArgs {
   std::string vocab;          // vocab.txt; default: the init checkpoint's recorded vocab path
   bool from_scratch = false;  // random init from cfg.model() (the no-pretraining baseline)
   config::FinetuneConfig cfg;
+  // Data-parallel communicator (nullptr: one process). Its size is the DP size; rank 0 writes.
+  Communicator* dp = nullptr;
 };
 
 struct FinetuneSummary {

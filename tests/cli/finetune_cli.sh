@@ -7,7 +7,9 @@
 # Hungarian decoding over the blanks of a passage) and CMRC2018 (span head, sliding windows).
 # For each: metrics.jsonl has per-epoch dev metrics, best/encoder and best/head verify, the
 # submission exists, was validated, and `roformer evaluate` scores it against a labelled copy of
-# the temp "test" file (which is only ever predicted, never trained on). train_split selects a
+# the temp "test" file (which is only ever predicted, never trained on). C3 as d-/m- file pairs:
+# `roformer evaluate --gold DIR [--split dev]` scores finetune's dev predictions over both dev
+# files (one file alone cannot). train_split selects a
 # file stem of the directory (a temp subset, and OCNLI train.3k vs the default train.10k on the
 # real files when ../shared/data is present). Then user errors exit 2, including an unknown split,
 # whose message lists the directory's splits.
@@ -91,6 +93,10 @@ json.dump(test, open(os.path.join(d, "test_gold.json"), "w"), ensure_ascii=False
 for doc in test:
     for q in doc[1]: q.pop("answer")
 json.dump(test, open(os.path.join(d, "test.json"), "w"), ensure_ascii=False)
+# C3 with the official file pairs: train = d-train + m-train, dev = d-dev + m-dev.
+d = os.path.join(tmp, "c3dm"); os.makedirs(d)
+for name, k in (("d-train", 4), ("m-train", 4), ("d-dev", 2), ("m-dev", 3)):
+    json.dump([c3doc(i) for i in range(k)], open(os.path.join(d, name + ".json"), "w"), ensure_ascii=False)
 
 # ChID, CLUE format: passages with several "#idiomNNNNNN#" blanks sharing 10 candidates;
 # answers in <split>_answer.json.
@@ -225,6 +231,23 @@ done
   --epochs 2 --batch 4 --micro-batch 2 --max-len 64 --lr 1e-3
 check_run "$TMP/o_c3" c3 "$TMP/c3/test_gold.json" c311_predict.json dev_accuracy
 
+# C3 dev as the d-dev + m-dev pair (ids numbered across both files): `roformer evaluate --gold DIR`
+# (--split dev, the default) reads the split the way finetune does and reproduces the kept epoch's
+# dev accuracy from dev_c311_predict.json over all 10 questions.
+"$BIN" finetune --task c3 --data "$TMP/c3dm" --out "$TMP/o_c3dm" "${MODEL[@]}" \
+  --epochs 1 --batch 4 --max-len 64 --lr 1e-3 --set test_split=
+"$BIN" evaluate --task c3 --gold "$TMP/c3dm" --split dev \
+  --pred "$TMP/o_c3dm/dev_c311_predict.json" > "$TMP/c3dm_eval.json"
+"$BIN" evaluate --task c3 --gold "$TMP/c3dm" --pred "$TMP/o_c3dm/dev_c311_predict.json" \
+  > "$TMP/c3dm_eval_default.json"
+cmp "$TMP/c3dm_eval.json" "$TMP/c3dm_eval_default.json"
+python3 - "$TMP/o_c3dm/metrics.jsonl" "$TMP/c3dm_eval.json" <<'PY'
+import json, sys
+done = [json.loads(l) for l in open(sys.argv[1])][-1]
+ev = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+assert ev["count"] == 10 and abs(ev["accuracy"] - done["best_dev_accuracy"]) < 1e-9, (ev, done)
+PY
+
 # ChID (CLUE format): blanks of a passage decoded jointly (Hungarian).
 "$BIN" finetune --task chid --data "$TMP/chid" --out "$TMP/o_chid" "${MODEL[@]}" \
   --epochs 1 --batch 6 --max-len 40 --lr 1e-3
@@ -273,6 +296,14 @@ expect_fail() {
   [[ $rc -eq 2 ]] || { echo "expected exit 2, got $rc: $*"; cat "$TMP/err.txt"; exit 1; }
   grep -q -- "$want" "$TMP/err.txt" || { echo "expected '$want' in:"; cat "$TMP/err.txt"; exit 1; }
 }
+# One file of a two-file split cannot score its predictions (the m-dev ids are extra); --split
+# needs a directory.
+expect_fail "predicted id(s) not in" evaluate --task c3 --gold "$TMP/c3dm/d-dev.json" \
+  --pred "$TMP/o_c3dm/dev_c311_predict.json"
+expect_fail "needs --gold DIR" evaluate --task c3 --gold "$TMP/c3dm/d-dev.json" --split dev \
+  --pred "$TMP/o_c3dm/dev_c311_predict.json"
+expect_fail "no c3 split 'test2'" evaluate --task c3 --gold "$TMP/c3dm" --split test2 \
+  --pred "$TMP/o_c3dm/dev_c311_predict.json"
 expect_fail "train_split=trial" finetune --task cmrc2018 --data "$TMP/cmrc" --out "$TMP/x" "${MODEL[@]}"
 expect_fail "classification tasks only" finetune --task c3 --data "$TMP/c3" --out "$TMP/x" "${MODEL[@]}" --can
 expect_fail "unknown field" finetune --task afqmc --data "$TMP/afqmc" --out "$TMP/x" "${MODEL[@]}" --set nope=1
