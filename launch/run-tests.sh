@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 2: builds (Release) and runs the whole test suite (labels unit, mpi, slow) via ctest.
+# README command 2: builds (Release) and runs the whole test suite (labels unit, mpi, slow; gpu ones skip without a device) via ctest.
 # Extra arguments go to ctest (e.g. -L unit, -R tokenizer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
