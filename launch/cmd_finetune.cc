@@ -7,6 +7,8 @@
 #include <iostream>
 
 #include "launch/command.h"
+#include "launch/finetune_flags.h"
+#include "launch/launcher_env.h"
 #include "model/finetune.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
@@ -15,19 +17,11 @@
 namespace roformer {
 namespace {
 
-// Ranks started by the launcher (1 without one). Fine-tuning is data parallel over all of them.
-int LauncherWorldSize() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
-    if (const char* e = std::getenv(v)) return std::max(1, std::atoi(e));
-  }
-  return 1;
-}
-
 int RunFinetuneCommand(int argc, char** argv) {
-  Flags flags(argc, argv, {"task",    "data",      "init",    "out",       "config",
-                           "set",     "epochs",    "lr",      "batch",     "micro-batch",
-                           "max-len", "optimizer", "seed",    "vocab",     "from-scratch!",
-                           "can!",    "can-k",     "can-tau", "can-iters", "can-alpha"});
+  Flags flags(
+      argc, argv,
+      WithFinetuneConfigFlags({"task", "data", "init", "out", "optimizer", "vocab", "from-scratch!",
+                               "can!", "can-k", "can-tau", "can-iters", "can-alpha"}));
   if (!flags.positional().empty())
     Fail("finetune: unexpected argument '", flags.positional()[0], "'");
   FinetuneArgs a;
@@ -37,25 +31,9 @@ int RunFinetuneCommand(int argc, char** argv) {
   a.init = flags.Get("init");
   a.vocab = flags.Get("vocab");
   a.from_scratch = flags.GetBool("from-scratch");
-  if (flags.Has("config")) a.cfg = LoadFinetuneConfig(flags.Get("config"));
-  for (const std::string& s : flags.GetAll("set")) ApplyFinetuneOverride(&a.cfg, s);
   // Dedicated flags win over --config and --set.
-  auto positive = [&](const char* name) {
-    const long long v = flags.GetInt(name, 0);
-    if (v <= 0) Fail("finetune: --", name, " must be a positive integer, got ", flags.Get(name));
-    return static_cast<int>(v);
-  };
-  if (flags.Has("epochs")) a.cfg.set_epochs(positive("epochs"));
-  if (flags.Has("batch")) a.cfg.set_batch(positive("batch"));
-  if (flags.Has("micro-batch")) a.cfg.set_micro_batch(positive("micro-batch"));
-  if (flags.Has("max-len")) a.cfg.set_max_len(positive("max-len"));
-  if (flags.Has("lr")) {
-    const double lr = flags.GetDouble("lr", 0);
-    if (!(lr > 0)) Fail("finetune: --lr must be > 0, got ", flags.Get("lr"));
-    a.cfg.set_lr(static_cast<float>(lr));
-  }
+  ApplyFinetuneConfigFlags(flags, "finetune", &a.cfg);
   if (flags.Has("optimizer")) a.cfg.set_optimizer(flags.Get("optimizer"));
-  if (flags.Has("seed")) a.cfg.set_seed(static_cast<uint64_t>(flags.GetInt("seed", 42)));
   if (flags.GetBool("can")) a.cfg.mutable_can()->set_enabled(true);
   if (flags.Has("can-k")) a.cfg.mutable_can()->set_k(static_cast<int>(flags.GetInt("can-k", 3)));
   if (flags.Has("can-tau"))

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "launch/command.h"
+#include "launch/finetune_flags.h"
+#include "launch/launcher_env.h"
 #include "model/finetune.h"
 #include "model/multitask_finetune.h"
 #include "runtime/error.h"
@@ -25,8 +27,8 @@ std::vector<std::string> SplitCommas(const std::string& s) {
 
 int RunMultitaskCommand(int argc, char** argv) {
   Flags flags(argc, argv,
-              {"tasks", "data", "train-splits", "init", "out", "config", "set", "epochs", "lr",
-               "batch", "micro-batch", "max-len", "seed", "vocab", "weighting", "max-steps"});
+              WithFinetuneConfigFlags({"tasks", "data", "train-splits", "init", "out", "vocab",
+                                       "weighting", "max-steps"}));
   if (!flags.positional().empty())
     Fail("multitask: unexpected argument '", flags.positional()[0], "'");
   MultitaskFinetuneArgs a;
@@ -36,35 +38,17 @@ int RunMultitaskCommand(int argc, char** argv) {
   a.init = flags.Require("init");
   a.out_dir = flags.Require("out");
   a.vocab = flags.Get("vocab");
-  if (flags.Has("config")) a.cfg = LoadFinetuneConfig(flags.Get("config"));
-  for (const std::string& s : flags.GetAll("set")) ApplyFinetuneOverride(&a.cfg, s);
-  auto positive = [&](const char* name) {
-    const long long v = flags.GetInt(name, 0);
-    if (v <= 0) Fail("multitask: --", name, " must be a positive integer, got ", flags.Get(name));
-    return static_cast<int>(v);
-  };
-  if (flags.Has("epochs")) a.cfg.set_epochs(positive("epochs"));
-  if (flags.Has("batch")) a.cfg.set_batch(positive("batch"));
-  if (flags.Has("micro-batch")) a.cfg.set_micro_batch(positive("micro-batch"));
-  if (flags.Has("max-len")) a.cfg.set_max_len(positive("max-len"));
-  if (flags.Has("lr")) {
-    const double lr = flags.GetDouble("lr", 0);
-    if (!(lr > 0)) Fail("multitask: --lr must be > 0, got ", flags.Get("lr"));
-    a.cfg.set_lr(static_cast<float>(lr));
-  }
-  if (flags.Has("seed")) a.cfg.set_seed(static_cast<uint64_t>(flags.GetInt("seed", 42)));
+  ApplyFinetuneConfigFlags(flags, "multitask", &a.cfg);
   if (flags.Has("weighting")) a.cfg.mutable_multitask()->set_weighting(flags.Get("weighting"));
-  if (flags.Has("max-steps")) a.max_steps = positive("max-steps");
-  // Data parallel over every rank mpirun started (no TP: fine-tuning models are small).
-  long long world = 1;
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-    if (const char* e = std::getenv(v)) {
-      world = std::atoll(e);
-      break;
-    }
+  if (flags.Has("max-steps")) {
+    const long long v = flags.GetInt("max-steps", 0);
+    if (v <= 0)
+      Fail("multitask: --max-steps must be a positive integer, got ", flags.Get("max-steps"));
+    a.max_steps = static_cast<int>(v);
   }
+  // Data parallel over every rank mpirun started (no TP: fine-tuning models are small).
   GridOptions go;
-  go.dp = static_cast<int>(std::max(1LL, world));
+  go.dp = LauncherWorldSize();
   auto grid = Grid::Create(go);
   a.dp = &grid->dp();
   const bool rank0 = grid->world_rank() == 0;

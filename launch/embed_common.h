@@ -7,6 +7,7 @@
 #include <string>
 
 #include "data/sts/embedder.h"
+#include "launch/launcher_env.h"
 #include "runtime/error.h"
 #include "runtime/flags.h"
 #include "runtime/grid.h"
@@ -19,15 +20,8 @@ inline const char* const kEmbedFlags[] = {"ckpt",  "vocab",  "pooling", "max-len
 
 // DP = the world size the launcher announces (Open MPI, MPICH/PMI), or --dp; 1 without mpirun.
 inline std::unique_ptr<Grid> MakeEmbedGrid(const Flags& flags) {
-  long long world = 1;
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-    if (const char* s = std::getenv(v)) {
-      world = std::atoll(s);
-      break;
-    }
-  }
   GridOptions go;
-  go.dp = static_cast<int>(flags.GetInt("dp", world));
+  go.dp = static_cast<int>(flags.GetInt("dp", LauncherWorldSize()));
   if (go.dp <= 0) Fail("--dp must be > 0");
   return Grid::Create(go);
 }

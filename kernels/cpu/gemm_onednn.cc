@@ -183,9 +183,8 @@ std::string Bf16GemmUnavailableReason() {
 void Bf16Gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
               const float* b, int ldb, float beta, float* c, int ldc) {
   if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) c[static_cast<int64_t>(i) * ldc + j] *= beta;
+  if (k <= 0) {  // no products: Sgemm's beta-scaling contract, before any precision routing
+    Sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   const std::string why = Bf16GemmUnavailableReason();
