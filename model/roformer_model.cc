@@ -16,6 +16,7 @@
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/rope.h"
+#include "model/param_refs.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
 
@@ -101,11 +102,6 @@ void ValidateTpLayout(const ModelDims& d) {
 
 // Parameter offsets of one encoder layer (resolved from the store once; pointers are rebuilt from
 // the flat buffers at every use, so a checkpoint load that replaces the vectors stays valid).
-struct LayerRefs {
-  int64_t q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, lna_g, lna_b, f1_w, f1_b, f2_w, f2_b, lnf_g,
-      lnf_b;
-};
-
 // Saved activations of one layer. Post-LN: attn_in = layer input, ffn_in = LN_a(res1),
 // out = LN_f(res2). Pre-LN: attn_in = LN_a(x), ffn_in = LN_f(res1), out = res2.
 struct LayerActs {
@@ -113,7 +109,7 @@ struct LayerActs {
   float *lna_mean, *lna_rstd, *lnf_mean, *lnf_rstd;
 };
 
-struct RoFormerModel::Impl {
+struct RoFormerModel::Impl : ParamRefs {
   config::ModelConfig cfg;
   ModelDims d;
   TpRegion tp;
@@ -122,9 +118,7 @@ struct RoFormerModel::Impl {
   // model.precision: bf16 GEMMs for the duration of each forward/backward
   GemmPrecision gemm_precision = GemmPrecision::kFp32;
 
-  // parameter offsets
-  int64_t word = 0, type = 0, emb_ln_g = 0, emb_ln_b = 0, proj_w = -1, proj_b = -1;
-  std::vector<LayerRefs> layer;
+  // parameter offsets: ParamRefs (model/param_refs.h)
   // Gradient-ready groups (ParamStore indices) in backward order, for SetGradReadyHook.
   std::function<void(const std::vector<size_t>&)> grad_ready;
   std::vector<size_t> ready_heads, ready_final_ln, ready_embeddings;
@@ -132,9 +126,6 @@ struct RoFormerModel::Impl {
   void GradReady(const std::vector<size_t>& group) {
     if (grad_ready && !group.empty()) grad_ready(group);
   }
-  int64_t final_g = -1, final_b = -1;
-  int64_t head_w = 0, head_b = 0, head_ln_g = 0, head_ln_b = 0, dec_bias = 0;
-  int64_t sop_w = 0, sop_b = 0, cls_w = 0, cls_b = 0;
 
   // ---- workspace (sized for the largest (B, L) seen; a step allocates nothing) ----
   int cap_b = 0, cap_l = 0;
@@ -259,49 +250,7 @@ void RoFormerModel::Impl::Declare() {
     }
   }
 
-  auto off = [&](const std::string& name) { return store.info(name).offset; };
-  word = off("roformer.embeddings.word_embeddings.weight");
-  type = off("roformer.embeddings.token_type_embeddings.weight");
-  emb_ln_g = off("roformer.embeddings.LayerNorm.weight");
-  emb_ln_b = off("roformer.embeddings.LayerNorm.bias");
-  if (E != H) {
-    proj_w = off("roformer.embeddings_project.weight");
-    proj_b = off("roformer.embeddings_project.bias");
-  }
-  layer.resize(d.layers);
-  for (int l = 0; l < d.layers; ++l) {
-    const std::string p = "roformer.encoder.layer." + std::to_string(l) + ".";
-    LayerRefs& x = layer[l];
-    x.q_w = off(p + "attention.self.query.weight");
-    x.q_b = off(p + "attention.self.query.bias");
-    x.k_w = off(p + "attention.self.key.weight");
-    x.k_b = off(p + "attention.self.key.bias");
-    x.v_w = off(p + "attention.self.value.weight");
-    x.v_b = off(p + "attention.self.value.bias");
-    x.o_w = off(p + "attention.output.dense.weight");
-    x.o_b = off(p + "attention.output.dense.bias");
-    x.lna_g = off(p + "attention.output.LayerNorm.weight");
-    x.lna_b = off(p + "attention.output.LayerNorm.bias");
-    x.f1_w = off(p + "intermediate.dense.weight");
-    x.f1_b = off(p + "intermediate.dense.bias");
-    x.f2_w = off(p + "output.dense.weight");
-    x.f2_b = off(p + "output.dense.bias");
-    x.lnf_g = off(p + "output.LayerNorm.weight");
-    x.lnf_b = off(p + "output.LayerNorm.bias");
-  }
-  if (cfg.pre_ln()) {
-    final_g = off("roformer.encoder.final_layer_norm.weight");
-    final_b = off("roformer.encoder.final_layer_norm.bias");
-  }
-  head_w = off("cls.predictions.transform.dense.weight");
-  head_b = off("cls.predictions.transform.dense.bias");
-  head_ln_g = off("cls.predictions.transform.LayerNorm.weight");
-  head_ln_b = off("cls.predictions.transform.LayerNorm.bias");
-  dec_bias = off("cls.predictions.bias");
-  sop_w = off("sop.pooler.dense.weight");
-  sop_b = off("sop.pooler.dense.bias");
-  cls_w = off("sop.classifier.weight");
-  cls_b = off("sop.classifier.bias");
+  ResolveOffsets(store, d.layers, E != H, cfg.pre_ln(), "RoFormerModel");
 }
 
 void RoFormerModel::Impl::Reserve(int b, int l) {

@@ -19,6 +19,7 @@
 #include "kernels/cpu/rope.h"           // RopeTable (host)
 #include "kernels/cuda/gemm_cublas.h"
 #include "kernels/cuda/ops.h"
+#include "model/param_refs.h"
 #include "runtime/error.h"
 
 namespace roformer::cuda {
@@ -60,11 +61,6 @@ struct CudaRoFormerModel::Impl {
 
 namespace {
 
-struct LayerRefs {
-  int64_t q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, lna_g, lna_b, f1_w, f1_b, f2_w, f2_b, lnf_g,
-      lnf_b;
-};
-
 template <typename T>
 struct LayerActs {
   T *attn_in, *q, *k, *v, *probs, *ctx, *res1, *ffn_in, *ffn_pre, *ffn_act, *res2, *out;
@@ -92,7 +88,7 @@ class Arena {
 };
 
 template <typename T>
-class Model final : public CudaRoFormerModel::Impl {
+class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
  public:
   Model(const config::ModelConfig& c, const ParamStore& layout, cudaStream_t s)
       : cfg(c), d(MakeModelDims(c, 1, 0)), blas(s, Deterministic()) {
@@ -189,11 +185,7 @@ class Model final : public CudaRoFormerModel::Impl {
   bf16* wt = nullptr;  // bf16 copy of the master weights (T = bf16 only)
   float* rope_dev = nullptr;
 
-  int64_t word = 0, type = 0, emb_ln_g = 0, emb_ln_b = 0, proj_w = -1, proj_b = -1;
-  std::vector<LayerRefs> layer;
-  int64_t final_g = -1, final_b = -1;
-  int64_t head_w = 0, head_b = 0, head_ln_g = 0, head_ln_b = 0, dec_bias = 0;
-  int64_t sop_w = 0, sop_b = 0, cls_w = 0, cls_b = 0;
+  // parameter offsets: ParamRefs (model/param_refs.h)
 
   Arena arena, head_arena;
   int cap_b = 0, cap_l = 0;
@@ -223,54 +215,11 @@ class Model final : public CudaRoFormerModel::Impl {
 
 template <typename T>
 void Model<T>::Resolve(const ParamStore& layout) {
-  auto off = [&](const std::string& name) {
-    if (!layout.has(name)) Fail("CudaRoFormerModel: the store has no tensor '", name, "'");
-    return layout.info(name).offset;
-  };
-  if (layout.info("roformer.embeddings.word_embeddings.weight").local_shape[0] != d.vocab_padded)
+  const std::string word_name = "roformer.embeddings.word_embeddings.weight";
+  if (!layout.has(word_name)) Fail("CudaRoFormerModel: the store has no tensor '", word_name, "'");
+  if (layout.info(word_name).local_shape[0] != d.vocab_padded)
     Fail("CudaRoFormerModel: the store must come from a tp = 1 model of the same config");
-  word = off("roformer.embeddings.word_embeddings.weight");
-  type = off("roformer.embeddings.token_type_embeddings.weight");
-  emb_ln_g = off("roformer.embeddings.LayerNorm.weight");
-  emb_ln_b = off("roformer.embeddings.LayerNorm.bias");
-  if (E() != H()) {
-    proj_w = off("roformer.embeddings_project.weight");
-    proj_b = off("roformer.embeddings_project.bias");
-  }
-  layer.resize(d.layers);
-  for (int l = 0; l < d.layers; ++l) {
-    const std::string p = "roformer.encoder.layer." + std::to_string(l) + ".";
-    LayerRefs& x = layer[l];
-    x.q_w = off(p + "attention.self.query.weight");
-    x.q_b = off(p + "attention.self.query.bias");
-    x.k_w = off(p + "attention.self.key.weight");
-    x.k_b = off(p + "attention.self.key.bias");
-    x.v_w = off(p + "attention.self.value.weight");
-    x.v_b = off(p + "attention.self.value.bias");
-    x.o_w = off(p + "attention.output.dense.weight");
-    x.o_b = off(p + "attention.output.dense.bias");
-    x.lna_g = off(p + "attention.output.LayerNorm.weight");
-    x.lna_b = off(p + "attention.output.LayerNorm.bias");
-    x.f1_w = off(p + "intermediate.dense.weight");
-    x.f1_b = off(p + "intermediate.dense.bias");
-    x.f2_w = off(p + "output.dense.weight");
-    x.f2_b = off(p + "output.dense.bias");
-    x.lnf_g = off(p + "output.LayerNorm.weight");
-    x.lnf_b = off(p + "output.LayerNorm.bias");
-  }
-  if (cfg.pre_ln()) {
-    final_g = off("roformer.encoder.final_layer_norm.weight");
-    final_b = off("roformer.encoder.final_layer_norm.bias");
-  }
-  head_w = off("cls.predictions.transform.dense.weight");
-  head_b = off("cls.predictions.transform.dense.bias");
-  head_ln_g = off("cls.predictions.transform.LayerNorm.weight");
-  head_ln_b = off("cls.predictions.transform.LayerNorm.bias");
-  dec_bias = off("cls.predictions.bias");
-  sop_w = off("sop.pooler.dense.weight");
-  sop_b = off("sop.pooler.dense.bias");
-  cls_w = off("sop.classifier.weight");
-  cls_b = off("sop.classifier.bias");
+  ResolveOffsets(layout, d.layers, E() != H(), cfg.pre_ln(), "CudaRoFormerModel");
 }
 
 template <typename T>
