@@ -25,6 +25,7 @@
 #include "data/tokenizer/tokenizer.h"
 #include "kernels/cpu/dropout.h"
 #include "model/adafactor.h"
+#include "model/finetune_batch.h"
 #include "model/heads/classifier_head.h"
 #include "model/heads/head_params.h"
 #include "model/heads/multiple_choice_head.h"
@@ -442,57 +443,30 @@ void Session::BuildHead() {
 Accum Session::Pass(const std::vector<Feature>& feats, const std::vector<int64_t>& idx,
                     size_t begin, size_t end, bool train, float grad_scale, uint32_t micro,
                     std::vector<FeatureOutput>* out) {
-  // Batch of every sequence of the features, padded to the longest.
-  int rows = 0, L = 1;
-  for (size_t i = begin; i < end; ++i) {
-    const Feature& f = feats[idx[i]];
-    rows += static_cast<int>(f.ids.size());
-    for (const auto& s : f.ids) L = std::max(L, static_cast<int>(s.size()));
-  }
-  const int32_t pad = tok_->vocab().pad_id();
-  batch_.batch = rows;
-  batch_.seq_len = L;
+  PackFeatureRows(feats, idx, begin, end, tok_->vocab().pad_id(), &batch_, &offsets_);
+  const int rows = batch_.batch, L = batch_.seq_len;
   const size_t n = static_cast<size_t>(rows) * L;
-  batch_.input_ids.assign(n, pad);
-  batch_.token_type_ids.assign(n, 0);
-  batch_.attention_mask.assign(n, 0);
   labels_.clear();
   labels2_.clear();
-  offsets_.assign(1, 0);
   const bool span = span_head_ != nullptr;
   if (span) allowed_.assign(n, 0);
-  int r = 0;
   for (size_t i = begin; i < end; ++i) {
     const Feature& f = feats[idx[i]];
-    for (size_t s = 0; s < f.ids.size(); ++s, ++r) {
-      const size_t o = static_cast<size_t>(r) * L;
-      std::copy(f.ids[s].begin(), f.ids[s].end(), batch_.input_ids.begin() + o);
-      std::copy(f.types[s].begin(), f.types[s].end(), batch_.token_type_ids.begin() + o);
-      std::fill_n(batch_.attention_mask.begin() + o, f.ids[s].size(), 1);
-      if (span) {
-        allowed_[o] = 1;  // [CLS]: the "no answer in this window" label
-        for (size_t t = 0; t < f.char_begin.size(); ++t)
-          if (f.char_begin[t] >= 0) allowed_[o + t] = 1;
-      }
-    }
     if (span) {
+      const size_t o = static_cast<size_t>(offsets_[i - begin]) * L;  // one window per feature
+      allowed_[o] = 1;  // [CLS]: the "no answer in this window" label
+      for (size_t t = 0; t < f.char_begin.size(); ++t)
+        if (f.char_begin[t] >= 0) allowed_[o + t] = 1;
       labels_.push_back(f.start);
       labels2_.push_back(f.end);
     } else {
       labels_.push_back(f.label);
     }
-    offsets_.push_back(r);
   }
-  DropoutContext dc;
-  dc.enabled = train;
-  dc.seed = cfg_.seed();
-  dc.step = cur_step_;
-  dc.micro = micro;
-  const float* seq = model_->EncoderForward(batch_, dc);
   const int H = model_->dims().hidden;
-  const DropoutSpec hd = train ? HeadDropoutSpec(cfg_.head_dropout(), cfg_.seed(),
-                                                 DropoutStreamId(cur_step_, micro, 0xFFFFu, 100), H)
-                               : DropoutSpec();
+  const MicroBatchDropout drop = FinetuneDropout(cfg_, train, cur_step_, micro, H);
+  const float* seq = model_->EncoderForward(batch_, drop.encoder);
+  const DropoutSpec& hd = drop.head;
   float* dseq = nullptr;
   if (train) {
     d_seq_.resize(n * H);

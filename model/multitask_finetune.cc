@@ -19,6 +19,7 @@
 #include "data/tokenizer/tokenizer.h"
 #include "kernels/cpu/dropout.h"
 #include "model/finetune.h"
+#include "model/finetune_batch.h"
 #include "model/heads/classifier_head.h"
 #include "model/heads/head_params.h"
 #include "model/heads/multiple_choice_head.h"
@@ -273,45 +274,15 @@ void MultitaskSession::ReadData() {
 Accum MultitaskSession::Pass(Task& t, const std::vector<Feature>& feats,
                              const std::vector<int64_t>& idx, size_t begin, size_t end, bool train,
                              float grad_scale, uint32_t micro, float* scores, int width) {
-  // Every sequence of the features (one per classification example, one per choice of a
-  // multiple-choice question), padded to the longest.
-  int rows = 0, L = 1;
-  for (size_t i = begin; i < end; ++i) {
-    const Feature& f = feats[idx[i]];
-    rows += static_cast<int>(f.ids.size());
-    for (const auto& seq : f.ids) L = std::max(L, static_cast<int>(seq.size()));
-  }
-  const int32_t pad = tok_->vocab().pad_id();
-  batch_.batch = rows;
-  batch_.seq_len = L;
+  PackFeatureRows(feats, idx, begin, end, tok_->vocab().pad_id(), &batch_, &offsets_);
+  const int rows = batch_.batch, L = batch_.seq_len;
   const size_t n = static_cast<size_t>(rows) * L;
-  batch_.input_ids.assign(n, pad);
-  batch_.token_type_ids.assign(n, 0);
-  batch_.attention_mask.assign(n, 0);
   labels_.clear();
-  offsets_.assign(1, 0);
-  int r = 0;
-  for (size_t i = begin; i < end; ++i) {
-    const Feature& f = feats[idx[i]];
-    for (size_t q = 0; q < f.ids.size(); ++q, ++r) {
-      const size_t o = static_cast<size_t>(r) * L;
-      std::copy(f.ids[q].begin(), f.ids[q].end(), batch_.input_ids.begin() + o);
-      std::copy(f.types[q].begin(), f.types[q].end(), batch_.token_type_ids.begin() + o);
-      std::fill_n(batch_.attention_mask.begin() + o, f.ids[q].size(), 1);
-    }
-    labels_.push_back(f.label);
-    offsets_.push_back(r);
-  }
-  DropoutContext dc;
-  dc.enabled = train;
-  dc.seed = cfg_.seed();
-  dc.step = cur_step_;
-  dc.micro = micro;
-  const float* seq = model_->EncoderForward(batch_, dc);
+  for (size_t i = begin; i < end; ++i) labels_.push_back(feats[idx[i]].label);
   const int H = model_->dims().hidden;
-  const DropoutSpec hd = train ? HeadDropoutSpec(cfg_.head_dropout(), cfg_.seed(),
-                                                 DropoutStreamId(cur_step_, micro, 0xFFFFu, 100), H)
-                               : DropoutSpec();
+  const MicroBatchDropout drop = FinetuneDropout(cfg_, train, cur_step_, micro, H);
+  const float* seq = model_->EncoderForward(batch_, drop.encoder);
+  const DropoutSpec& hd = drop.head;
   float* dseq = nullptr;
   if (train) {
     d_seq_.resize(n * H);

@@ -1,0 +1,34 @@
+// Micro-batch construction shared by `roformer finetune` (model/finetune.cc) and `roformer
+// multitask` (model/multitask_finetune.cc). Both must build the same rows and draw the same
+// dropout streams for a micro-batch: their data-parallel parity tests compare against one process
+// that way, and a task trained alone or in a multi-task run sees identical inputs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/clue/clue_features.h"
+#include "kernels/cpu/dropout.h"
+#include "model/batch.h"
+#include "model/roformer_model.h"
+#include "runtime/finetune.pb.h"
+
+namespace roformer {
+
+// Packs the sequences of feats[idx[begin]] .. feats[idx[end - 1]] into `batch`: one row per
+// sequence (one per choice for multiple choice), right-padded with `pad` to the longest, attention
+// mask 1 on the real tokens. `offsets` gets each feature's first row and, last, the row count.
+void PackFeatureRows(const std::vector<Feature>& feats, const std::vector<int64_t>& idx,
+                     size_t begin, size_t end, int32_t pad, Batch* batch,
+                     std::vector<int32_t>* offsets);
+
+// Dropout of one fine-tuning micro-batch (off when !train): the encoder's streams keyed by
+// (seed, step, micro) and the head's stream (layer 0xFFFF, op 100 of the same step and micro).
+struct MicroBatchDropout {
+  DropoutContext encoder;
+  DropoutSpec head;
+};
+MicroBatchDropout FinetuneDropout(const config::FinetuneConfig& cfg, bool train, uint64_t step,
+                                  uint32_t micro, int hidden);
+
+}  // namespace roformer
