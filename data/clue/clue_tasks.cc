@@ -406,7 +406,10 @@ int64_t Utf8ByteOffset(std::string_view s, int64_t char_index) {
   return chars == char_index ? static_cast<int64_t>(s.size()) : -1;
 }
 
-ClueDataset ReadSentenceFile(const ClueTaskInfo& task, const std::string& path) {
+// One example per JSON line (the classification formats): line number and id are set here,
+// `fill(row, where, &example)` reads the task's fields, and the label decides whether it is kept.
+template <typename Fill>
+ClueDataset ReadExampleLines(const ClueTaskInfo& task, const std::string& path, Fill fill) {
   ClueDataset ds = Begin(task, path);
   ForEachJsonLine(path, [&](const Json& row, int64_t line, int64_t idx) {
     const Where w = LineWhere(path, line);
@@ -414,82 +417,61 @@ ClueDataset ReadSentenceFile(const ClueTaskInfo& task, const std::string& path) 
     Example ex;
     ex.line = line;
     SetId(&ex, row, idx, w);
-    ex.text_a = StringField(row, "sentence", w);
+    fill(row, w, &ex);
     if (SetLabel(&ex, task, row, w, &ds.stats)) ds.examples.push_back(std::move(ex));
   });
   Finish(&ds);
   return ds;
+}
+
+ClueDataset ReadSentenceFile(const ClueTaskInfo& task, const std::string& path) {
+  return ReadExampleLines(task, path, [](const Json& row, const Where& w, Example* ex) {
+    ex->text_a = StringField(row, "sentence", w);
+  });
 }
 
 ClueDataset ReadPairFile(const ClueTaskInfo& task, const std::string& path) {
-  ClueDataset ds = Begin(task, path);
-  ForEachJsonLine(path, [&](const Json& row, int64_t line, int64_t idx) {
-    const Where w = LineWhere(path, line);
-    ++ds.stats.rows;
-    Example ex;
-    ex.line = line;
-    SetId(&ex, row, idx, w);
-    ex.text_a = StringField(row, "sentence1", w);
-    ex.text_b = StringField(row, "sentence2", w);
-    ex.has_text_b = true;
-    if (SetLabel(&ex, task, row, w, &ds.stats)) ds.examples.push_back(std::move(ex));
+  return ReadExampleLines(task, path, [](const Json& row, const Where& w, Example* ex) {
+    ex->text_a = StringField(row, "sentence1", w);
+    ex->text_b = StringField(row, "sentence2", w);
+    ex->has_text_b = true;
   });
-  Finish(&ds);
-  return ds;
 }
 
 ClueDataset ReadWscFile(const ClueTaskInfo& task, const std::string& path) {
-  ClueDataset ds = Begin(task, path);
-  ForEachJsonLine(path, [&](const Json& row, int64_t line, int64_t idx) {
-    const Where w = LineWhere(path, line);
-    ++ds.stats.rows;
-    Example ex;
-    ex.line = line;
-    SetId(&ex, row, idx, w);
-    ex.text_a = StringField(row, "text", w);
-    if (const Json* i = row.find("idx"); i != nullptr && i->is_int()) ex.wsc_idx = i->as_int();
+  return ReadExampleLines(task, path, [](const Json& row, const Where& w, Example* ex) {
+    ex->text_a = StringField(row, "text", w);
+    if (const Json* i = row.find("idx"); i != nullptr && i->is_int()) ex->wsc_idx = i->as_int();
     const Json& target = Field(row, "target", w);
     if (!target.is_object()) Fail(w.s, ": field 'target' must be an object");
-    ex.span1_text = StringField(target, "span1_text", w);
-    ex.span2_text = StringField(target, "span2_text", w);
-    ex.span1_index = IntField(target, "span1_index", w);
-    ex.span2_index = IntField(target, "span2_index", w);
+    ex->span1_text = StringField(target, "span1_text", w);
+    ex->span2_text = StringField(target, "span2_text", w);
+    ex->span1_index = IntField(target, "span1_index", w);
+    ex->span2_index = IntField(target, "span2_index", w);
     // span*_index are code-point offsets; clue.py asserts text[idx:idx+len(span)] == span.
     for (int s = 0; s < 2; ++s) {
-      const int64_t ci = s == 0 ? ex.span1_index : ex.span2_index;
-      const std::string& span = s == 0 ? ex.span1_text : ex.span2_text;
-      const int64_t b = Utf8ByteOffset(ex.text_a, ci);
-      if (b < 0 || ex.text_a.compare(static_cast<size_t>(b), span.size(), span) != 0) {
+      const int64_t ci = s == 0 ? ex->span1_index : ex->span2_index;
+      const std::string& span = s == 0 ? ex->span1_text : ex->span2_text;
+      const int64_t b = Utf8ByteOffset(ex->text_a, ci);
+      if (b < 0 || ex->text_a.compare(static_cast<size_t>(b), span.size(), span) != 0) {
         Fail(w.s, ": target.span", s + 1, "_index ", ci, " does not point at span", s + 1,
              "_text '", span, "' in text");
       }
     }
-    if (SetLabel(&ex, task, row, w, &ds.stats)) ds.examples.push_back(std::move(ex));
   });
-  Finish(&ds);
-  return ds;
 }
 
 ClueDataset ReadCslFile(const ClueTaskInfo& task, const std::string& path) {
-  ClueDataset ds = Begin(task, path);
-  ForEachJsonLine(path, [&](const Json& row, int64_t line, int64_t idx) {
-    const Where w = LineWhere(path, line);
-    ++ds.stats.rows;
-    Example ex;
-    ex.line = line;
-    SetId(&ex, row, idx, w);
-    ex.keywords = StringArray(Field(row, "keyword", w), "keyword", w);
-    ex.abstract = StringField(row, "abst", w);
+  return ReadExampleLines(task, path, [](const Json& row, const Where& w, Example* ex) {
+    ex->keywords = StringArray(Field(row, "keyword", w), "keyword", w);
+    ex->abstract = StringField(row, "abst", w);
     // bert4keras CLUE baseline (seeds.md §5.2): text1 = '；'.join(keyword), text2 = abst.
-    for (size_t i = 0; i < ex.keywords.size(); ++i) {
-      ex.text_a += (i ? "；" : "") + ex.keywords[i];
+    for (size_t i = 0; i < ex->keywords.size(); ++i) {
+      ex->text_a += (i ? "；" : "") + ex->keywords[i];
     }
-    ex.text_b = ex.abstract;
-    ex.has_text_b = true;
-    if (SetLabel(&ex, task, row, w, &ds.stats)) ds.examples.push_back(std::move(ex));
+    ex->text_b = ex->abstract;
+    ex->has_text_b = true;
   });
-  Finish(&ds);
-  return ds;
 }
 
 ClueDataset ReadC3File(const ClueTaskInfo& task, const std::string& path, int64_t first_index) {
