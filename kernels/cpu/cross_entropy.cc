@@ -8,6 +8,25 @@ namespace roformer {
 
 namespace {
 
+// Max (first one on ties: torch's argmax), its index, and Σ exp(x - max) in double over the
+// row's first `valid_cols` logits; the single-process and the vocab-parallel losses share it so
+// their per-shard statistics are computed identically.
+inline double RowMaxSumExp(const float* x, int valid_cols, float* max, int* argmax) {
+  float mx = x[0];
+  int arg = 0;
+  for (int c = 1; c < valid_cols; ++c) {
+    if (x[c] > mx) {
+      mx = x[c];
+      arg = c;
+    }
+  }
+  double se = 0;
+  for (int c = 0; c < valid_cols; ++c) se += std::exp(static_cast<double>(x[c] - mx));
+  *max = mx;
+  *argmax = arg;
+  return se;
+}
+
 void RowCrossEntropy(const float* logits, const int32_t* labels, int64_t r, int cols,
                      int valid_cols, float* dlogits, float grad_scale, double* loss_sum,
                      int64_t* count, int64_t* correct) {
@@ -19,16 +38,9 @@ void RowCrossEntropy(const float* logits, const int32_t* labels, int64_t r, int 
       for (int c = 0; c < cols; ++c) dx[c] = 0.0f;
     return;
   }
-  float mx = x[0];
-  int arg = 0;
-  for (int c = 1; c < valid_cols; ++c) {
-    if (x[c] > mx) {
-      mx = x[c];
-      arg = c;
-    }
-  }
-  double se = 0;
-  for (int c = 0; c < valid_cols; ++c) se += std::exp(static_cast<double>(x[c] - mx));
+  float mx;
+  int arg;
+  const double se = RowMaxSumExp(x, valid_cols, &mx, &arg);
   const float log_se = static_cast<float>(std::log(se));
   // torch log_softmax: x - max - log(sum exp(x - max)).
   *loss_sum += -static_cast<double>(x[label] - mx - log_se);
@@ -85,16 +97,9 @@ void VocabShardStats(const float* logits, const int32_t* labels, int64_t rows, i
       s[3] = -1;
       continue;
     }
-    float mx = x[0];
-    int arg = 0;
-    for (int c = 1; c < valid_cols; ++c) {
-      if (x[c] > mx) {
-        mx = x[c];
-        arg = c;
-      }
-    }
-    double se = 0;
-    for (int c = 0; c < valid_cols; ++c) se += std::exp(static_cast<double>(x[c] - mx));
+    float mx;
+    int arg;
+    const double se = RowMaxSumExp(x, valid_cols, &mx, &arg);
     const int64_t local_label = static_cast<int64_t>(labels[r]) - col_start;
     s[0] = mx;
     s[1] = se;
