@@ -91,6 +91,12 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   if (omp_in_parallel()) {  // a per-head GEMM inside the caller's parallel loop (always fp32)
+    // oneDNN runs a primitive on the calling thread inside a parallel region, and its primitive
+    // cache is per thread (gemm_onednn.cc), so the per-head GEMMs can use it too.
+    if (CurrentGemmBackend() == GemmBackend::kOneDnn) {
+      OneDnnSgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

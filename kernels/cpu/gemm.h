@@ -21,9 +21,10 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
 // ---- fp32 backend of the top-level GEMMs ----
 // Process-wide. Initialised from the environment variable ROFORMER_GEMM ("onednn" | "openblas";
 // unset = oneDNN when this build has it, else OpenBLAS); an unknown value or "onednn" without
-// oneDNN is an Error naming the variable. GEMMs under 4 MFLOP and those issued inside an OpenMP
-// parallel region (per-head attention) always use single-threaded OpenBLAS: for them oneDNN's
-// per-call overhead outweighs its faster kernel.
+// oneDNN is an Error naming the variable. Top-level GEMMs under 4 MFLOP use single-threaded
+// OpenBLAS. GEMMs issued inside an OpenMP parallel region (the per-head attention GEMMs) run on the
+// calling thread with the chosen backend (oneDNN: a per-thread primitive cache; ~4 % faster small-
+// shape steps than OpenBLAS there, docs/benchmarks.md); they are always fp32.
 // kReference ("reference", for tests) computes every C element as the same sequential-k fp32 dot
 // product, for ALL GEMMs: an output does not depend on where its row/column sits in the matrix
 // (BLAS kernels round a column differently by its position in the register block), so identical
