@@ -121,31 +121,31 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
   }
 }
 
+DropoutContext Trainer::LoadMicroBatch(int k, int num_local) {
+  // DP rank r owns rows [r*G/R, (r+1)*G/R) of the global batch; its k-th micro-batch is the
+  // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
+  const int micro = cfg_.train().micro_batch();
+  const int global_micro = dp_->rank() * num_local + k;
+  const auto td = std::chrono::steady_clock::now();
+  data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
+              &batch_);
+  timer_data_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - td).count();
+  DropoutContext drop;
+  drop.enabled = true;
+  drop.seed = cfg_.train().seed();
+  drop.step = static_cast<uint64_t>(step_);
+  drop.micro = static_cast<uint32_t>(global_micro);
+  return drop;
+}
+
 void Trainer::AccumulateMicroBatches(float mlm_scale, float sop_scale, bool ready_hook,
                                      double* sums, int64_t* tokens_out, double* flops_out) {
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
   const auto& t = cfg_.train();
-  const int R = dp_->size(), rank = dp_->rank();
-  const int micro = t.micro_batch();
-  const int num_local = t.global_batch() / (micro * R);
+  const int num_local = t.global_batch() / (t.micro_batch() * dp_->size());
   int64_t tokens = 0;
   double flops = 0;
   for (int k = 0; k < num_local; ++k) {
-    // DP rank r owns rows [r*G/R, (r+1)*G/R) of the global batch; its k-th micro-batch is the
-    // single-process micro-batch r*num_local + k, so samples and dropout masks are identical.
-    const int global_micro = rank * num_local + k;
-    auto td = Clock::now();
-    data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
-                &batch_);
-    timer_data_ += since(td);
-    DropoutContext drop;
-    drop.enabled = true;
-    drop.seed = t.seed();
-    drop.step = static_cast<uint64_t>(step_);
-    drop.micro = static_cast<uint32_t>(global_micro);
+    const DropoutContext drop = LoadMicroBatch(k, num_local);
     if (ready_hook && k == num_local - 1) {
       // Last micro-batch: gradients become final layer by layer, so DP buckets can start early.
       model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
@@ -239,9 +239,8 @@ StepResult Trainer::Step() {
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
   const auto& t = cfg_.train();
-  const int R = dp_->size(), rank = dp_->rank();
-  const int micro = t.micro_batch();
-  const int num_local = t.global_batch() / (micro * R);
+  const int R = dp_->size();
+  const int num_local = t.global_batch() / (t.micro_batch() * R);
   ParamStore& store = model_->store();
   store.ZeroGrads();
 
@@ -267,17 +266,8 @@ StepResult Trainer::Step() {
     if (weighting_->NeedsCurrentLosses()) {
       double pre[2] = {0, 0};
       for (int k = 0; k < num_local; ++k) {
-        const int global_micro = rank * num_local + k;
-        auto td = Clock::now();
-        data_->Fill(consumed_samples_ + static_cast<int64_t>(global_micro) * micro, micro, false,
-                    &batch_);
-        timer_data_ += since(td);
-        DropoutContext drop;
-        drop.enabled = true;
-        drop.seed = t.seed();
-        drop.step = static_cast<uint64_t>(step_);
-        drop.micro = static_cast<uint32_t>(global_micro);
-        LossStats s = model_->ForwardBackward(batch_, drop, /*backward=*/false);
+        LossStats s = model_->ForwardBackward(batch_, LoadMicroBatch(k, num_local),
+                                              /*backward=*/false);
         timer_fwd_ += s.forward_seconds + s.backward_seconds;
         pre[0] += s.mlm_loss / num_local;
         pre[1] += s.sop_loss / num_local;

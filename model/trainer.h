@@ -109,6 +109,9 @@ class Trainer {
  private:
   // Multi-task weighting (multitask.*): the micro-batch loop of one step with per-task loss
   // scales, and the gradnorm step (one reduced backward per task, model/multitask.h).
+  // Fills batch_ with this DP rank's k-th of num_local micro-batches of the current step and
+  // returns its dropout context.
+  DropoutContext LoadMicroBatch(int k, int num_local);
   void AccumulateMicroBatches(float mlm_scale, float sop_scale, bool ready_hook, double* sums,
                               int64_t* tokens, double* flops);
   void GradNormBackward(double* sums, int64_t* tokens, double* flops, StepResult* r);
