@@ -9,6 +9,16 @@
 
 namespace roformer {
 
+PretrainOptions PretrainOptionsFromConfig(const config::Config& cfg) {
+  PretrainOptions po;
+  po.max_seq_len = cfg.train().seq_len();
+  po.mlm_probability = cfg.train().mask_prob();
+  po.sop = cfg.train().sop();
+  po.seed = cfg.train().seed();
+  po.pack_following_documents = cfg.data().pack_documents();
+  return po;
+}
+
 PretrainBatchSource::PretrainBatchSource(std::shared_ptr<ShardedCorpus> corpus, const Vocab& vocab,
                                          const PretrainOptions& options)
     : corpus_(std::move(corpus)) {

@@ -11,6 +11,10 @@
 
 namespace roformer {
 
+// The sample options a pretraining config implies (train.seq_len, train.mask_prob, train.sop,
+// train.seed, data.pack_documents); callers that evaluate at another length or seed override them.
+PretrainOptions PretrainOptionsFromConfig(const config::Config& cfg);
+
 class PretrainBatchSource : public BatchSource {
  public:
   // Keeps `corpus` alive. The held-out stream is empty when the corpus has no eval documents.

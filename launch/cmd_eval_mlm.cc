@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "data/corpus_shards.h"
+#include "data/pretrain_batch_source.h"
 #include "data/pretrain_samples.h"
 #include "data/tokenizer/tokenizer.h"
 #include "launch/command.h"
@@ -82,12 +83,9 @@ int RunEvalMlm(int argc, char** argv) {
   if (corpus.eval_documents().empty())
     Fail("--corpus ", corpus_dir, ": has no held-out documents (eval_fraction 0)");
 
-  PretrainOptions po;
+  PretrainOptions po = PretrainOptionsFromConfig(cfg);
   po.max_seq_len = static_cast<int>(seq_len);
-  po.mlm_probability = cfg.train().mask_prob();
-  po.sop = cfg.train().sop();
   po.seed = static_cast<uint64_t>(seed);
-  po.pack_following_documents = cfg.data().pack_documents();
   PretrainSampleBuilder builder(&corpus, vocab, po, SampleSplit::kEval);
 
   RoFormerModel model(cfg.model(), TpRegion(), /*with_optimizer_state=*/false);

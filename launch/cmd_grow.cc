@@ -134,12 +134,8 @@ int RunGrow(int argc, char** argv) {
         std::filesystem::temp_directory_path() / ("roformer-grow-" + std::to_string(::getpid()));
     auto corpus = OpenOrPrepareCorpus(flags.Get("corpus"), tok, scratch.string(),
                                       src_cfg.data().eval_fraction());
-    PretrainOptions po;
+    PretrainOptions po = PretrainOptionsFromConfig(src_cfg);
     po.max_seq_len = seq_len;
-    po.mlm_probability = src_cfg.train().mask_prob();
-    po.sop = src_cfg.train().sop();
-    po.seed = src_cfg.train().seed();
-    po.pack_following_documents = src_cfg.data().pack_documents();
     PretrainBatchSource data(corpus, tok.vocab(), po);
     const bool held_out = data.eval_samples_available() > 0;
     data.Fill(0, samples, held_out, &batch);

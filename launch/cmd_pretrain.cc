@@ -91,13 +91,7 @@ int RunPretrain(int argc, char** argv) {
   });
   auto corpus = OpenOrPrepareCorpus(cfg.data().corpus(), tokenizer, run_dir + "/data",
                                     cfg.data().eval_fraction());
-  PretrainOptions po;
-  po.max_seq_len = cfg.train().seq_len();
-  po.mlm_probability = cfg.train().mask_prob();
-  po.sop = cfg.train().sop();
-  po.seed = cfg.train().seed();
-  po.pack_following_documents = cfg.data().pack_documents();
-  PretrainBatchSource data(corpus, tokenizer.vocab(), po);
+  PretrainBatchSource data(corpus, tokenizer.vocab(), PretrainOptionsFromConfig(cfg));
 
   RoFormerModel model(cfg.model(), TpRegion(&grid->tp()));
   model.InitWeights(cfg.train().seed());

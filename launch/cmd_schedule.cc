@@ -177,13 +177,7 @@ class ScheduleRun {
     });
     auto corpus =
         OpenOrPrepareCorpus(cfg.data().corpus(), *tok_, cache, cfg.data().eval_fraction());
-    PretrainOptions po;
-    po.max_seq_len = cfg.train().seq_len();
-    po.mlm_probability = cfg.train().mask_prob();
-    po.sop = cfg.train().sop();
-    po.seed = cfg.train().seed();
-    po.pack_following_documents = cfg.data().pack_documents();
-    PretrainBatchSource data(corpus, tok_->vocab(), po);
+    PretrainBatchSource data(corpus, tok_->vocab(), PretrainOptionsFromConfig(cfg));
 
     RoFormerModel model(cfg.model(), TpRegion(&grid_->tp()));
     if (fresh) model.InitWeights(cfg.train().seed());
