@@ -463,15 +463,11 @@ Accum Session::Pass(const std::vector<Feature>& feats, const std::vector<int64_t
       labels_.push_back(f.label);
     }
   }
-  const int H = model_->dims().hidden;
-  const MicroBatchDropout drop = FinetuneDropout(cfg_, train, cur_step_, micro, H);
-  const float* seq = model_->EncoderForward(batch_, drop.encoder);
-  const DropoutSpec& hd = drop.head;
-  float* dseq = nullptr;
-  if (train) {
-    d_seq_.resize(n * H);
-    dseq = d_seq_.data();
-  }
+  const EncodedMicroBatch enc =
+      EncodeMicroBatch(model_.get(), cfg_, batch_, train, cur_step_, micro, &d_seq_);
+  const float* seq = enc.seq;
+  float* dseq = enc.d_seq;
+  const DropoutSpec& hd = enc.head;
   const bool labelled = std::all_of(labels_.begin(), labels_.end(), [](int l) { return l >= 0; });
   Accum acc;
   if (cls_head_) {

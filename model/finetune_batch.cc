@@ -35,17 +35,25 @@ void PackFeatureRows(const std::vector<Feature>& feats, const std::vector<int64_
   }
 }
 
-MicroBatchDropout FinetuneDropout(const config::FinetuneConfig& cfg, bool train, uint64_t step,
-                                  uint32_t micro, int hidden) {
-  MicroBatchDropout d;
-  d.encoder.enabled = train;
-  d.encoder.seed = cfg.seed();
-  d.encoder.step = step;
-  d.encoder.micro = micro;
-  if (train)
-    d.head = HeadDropoutSpec(cfg.head_dropout(), cfg.seed(),
+EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneConfig& cfg,
+                                   const Batch& batch, bool train, uint64_t step, uint32_t micro,
+                                   std::vector<float>* d_seq_buf) {
+  const int hidden = model->dims().hidden;
+  DropoutContext dc;
+  dc.enabled = train;
+  dc.seed = cfg.seed();
+  dc.step = step;
+  dc.micro = micro;
+  EncodedMicroBatch e;
+  e.seq = model->EncoderForward(batch, dc);
+  if (train) {
+    e.head = HeadDropoutSpec(cfg.head_dropout(), cfg.seed(),
                              DropoutStreamId(step, micro, 0xFFFFu, 100), hidden);
-  return d;
+    const size_t n = static_cast<size_t>(batch.batch) * batch.seq_len * hidden;
+    if (d_seq_buf->size() < n) d_seq_buf->resize(n);
+    e.d_seq = d_seq_buf->data();
+  }
+  return e;
 }
 
 }  // namespace roformer

@@ -22,13 +22,17 @@ void PackFeatureRows(const std::vector<Feature>& feats, const std::vector<int64_
                      size_t begin, size_t end, int32_t pad, Batch* batch,
                      std::vector<int32_t>* offsets);
 
-// Dropout of one fine-tuning micro-batch (off when !train): the encoder's streams keyed by
-// (seed, step, micro) and the head's stream (layer 0xFFFF, op 100 of the same step and micro).
-struct MicroBatchDropout {
-  DropoutContext encoder;
+// Runs the encoder over `batch` for one fine-tuning micro-batch: dropout (off when !train) from
+// the encoder's streams keyed by (seed, step, micro), and `head` = the head's dropout (layer
+// 0xFFFF, op 100 of the same step and micro). When training, `d_seq` points at `d_seq_buf` sized
+// for the gradient w.r.t. the sequence output [rows * L, hidden] (grow-only); null otherwise.
+struct EncodedMicroBatch {
+  const float* seq = nullptr;
+  float* d_seq = nullptr;
   DropoutSpec head;
 };
-MicroBatchDropout FinetuneDropout(const config::FinetuneConfig& cfg, bool train, uint64_t step,
-                                  uint32_t micro, int hidden);
+EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneConfig& cfg,
+                                   const Batch& batch, bool train, uint64_t step, uint32_t micro,
+                                   std::vector<float>* d_seq_buf);
 
 }  // namespace roformer

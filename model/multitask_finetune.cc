@@ -276,18 +276,13 @@ Accum MultitaskSession::Pass(Task& t, const std::vector<Feature>& feats,
                              float grad_scale, uint32_t micro, float* scores, int width) {
   PackFeatureRows(feats, idx, begin, end, tok_->vocab().pad_id(), &batch_, &offsets_);
   const int rows = batch_.batch, L = batch_.seq_len;
-  const size_t n = static_cast<size_t>(rows) * L;
   labels_.clear();
   for (size_t i = begin; i < end; ++i) labels_.push_back(feats[idx[i]].label);
-  const int H = model_->dims().hidden;
-  const MicroBatchDropout drop = FinetuneDropout(cfg_, train, cur_step_, micro, H);
-  const float* seq = model_->EncoderForward(batch_, drop.encoder);
-  const DropoutSpec& hd = drop.head;
-  float* dseq = nullptr;
-  if (train) {
-    d_seq_.resize(n * H);
-    dseq = d_seq_.data();
-  }
+  const EncodedMicroBatch enc =
+      EncodeMicroBatch(model_.get(), cfg_, batch_, train, cur_step_, micro, &d_seq_);
+  const float* seq = enc.seq;
+  float* dseq = enc.d_seq;
+  const DropoutSpec& hd = enc.head;
   Accum acc;
   const bool labelled = std::all_of(labels_.begin(), labels_.end(), [](int l) { return l >= 0; });
   if (t.cls) {
