@@ -18,6 +18,7 @@
 #include "kernels/cpu/rope.h"
 #include "model/param_refs.h"
 #include "runtime/error.h"
+#include "runtime/fnv1a.h"
 #include "runtime/philox.h"
 
 namespace roformer {
@@ -33,15 +34,6 @@ enum DropOp : uint32_t {
 };
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-uint64_t HashName(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -754,13 +746,7 @@ std::string RoFormerModel::CheckReplicatedAcrossTp(bool grads) {
   std::vector<const ParamInfo*> which;
   for (const ParamInfo& info : m.store.infos()) {
     if (info.placement != Placement::kReplicated) continue;
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the raw bytes
-    const auto* bytes = reinterpret_cast<const unsigned char*>(base + info.offset);
-    for (int64_t i = 0; i < info.numel * static_cast<int64_t>(sizeof(float)); ++i) {
-      h ^= bytes[i];
-      h *= 0x100000001b3ull;
-    }
-    mine.push_back(h);
+    mine.push_back(Fnv1a64(base + info.offset, static_cast<size_t>(info.numel) * sizeof(float)));
     which.push_back(&info);
   }
   std::vector<uint64_t> all(mine.size() * m.tp.size());
@@ -792,7 +778,7 @@ void RoFormerModel::InitWeights(uint64_t seed) {
       std::fill(p, p + info.numel, 0.0f);
       continue;
     }
-    const uint64_t stream = MixStream(HashName(info.name), 0x696e6974 /* "init" */);
+    const uint64_t stream = MixStream(Fnv1a64(info.name), 0x696e6974 /* "init" */);
     const int64_t rows = info.local_shape[0];
     const int64_t cols = info.numel / std::max<int64_t>(rows, 1);
     const int64_t gcols = info.global_shape.size() > 1 ? info.global_shape[1] : 1;

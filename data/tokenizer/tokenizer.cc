@@ -37,6 +37,7 @@
 
 #include "data/tokenizer/unicode_tables.h"
 #include "runtime/error.h"
+#include "runtime/fnv1a.h"
 
 namespace roformer {
 namespace {
@@ -44,12 +45,9 @@ namespace {
 constexpr int kMaxInputCharsPerWord = 100;  // HF default (Google's is 200)
 constexpr uint32_t kCjkTableBegin = 0x3400, kCjkTableEnd = 0xA000;
 
+// FNV-1a with a final fold of the high bits into the low ones the table index uses.
 uint64_t HashBytes(std::string_view s) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
+  const uint64_t h = Fnv1a64(s);
   return h ^ (h >> 29);
 }
 

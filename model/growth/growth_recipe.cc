@@ -4,20 +4,12 @@
 
 #include "model/growth/growth_optimizer_state.h"
 #include "runtime/error.h"
+#include "runtime/fnv1a.h"
 #include "runtime/philox.h"
 
 namespace roformer {
 
 namespace {
-
-uint64_t HashName(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 std::string ShapeString(const std::vector<int64_t>& s) {
   std::string out = "[";
@@ -59,7 +51,7 @@ void AxisMap::Recount(int64_t from) {
 }
 
 double GrowthNormal(uint64_t seed, const std::string& name, GrowthDraw purpose, uint64_t index) {
-  const uint64_t stream = MixStream(HashName(name), static_cast<uint64_t>(purpose));
+  const uint64_t stream = MixStream(Fnv1a64(name), static_cast<uint64_t>(purpose));
   const auto w = Philox4x32(stream, index, seed);
   const double u1 = (static_cast<double>(w[0]) + 1.0) * 0x1.0p-32;  // (0, 1]
   const double u2 = static_cast<double>(w[1]) * 0x1.0p-32;
