@@ -127,6 +127,7 @@ struct RoFormerModel::Impl : ParamRefs {
   float *emb_sum = nullptr, *emb_out = nullptr, *emb_mean = nullptr, *emb_rstd = nullptr;
   float *hidden0 = nullptr, *final_out = nullptr, *final_mean = nullptr, *final_rstd = nullptr;
   float *carry = nullptr, *dcarry = nullptr;
+  bool carry_is_top = false;  // carry holds the last layer's cur (a backward has not consumed it)
   float *G = nullptr, *D1 = nullptr, *D2 = nullptr, *dctx = nullptr, *dq = nullptr, *dk = nullptr,
         *dv = nullptr, *dffn = nullptr, *dE = nullptr, *dE2 = nullptr, *d_seq = nullptr;
   float *sop_cls = nullptr, *sop_pre = nullptr, *sop_pool = nullptr, *sop_logits = nullptr,
@@ -274,7 +275,8 @@ void RoFormerModel::Impl::Reserve(int b, int l) {
       a.q = take(BL * hl);
       a.k = take(BL * hl);
       a.v = take(BL * hl);
-      a.probs = take(SQ);
+      // model.attention_recompute: the backward recomputes P, so no layer keeps one.
+      a.probs = cfg.attention_recompute() ? nullptr : take(SQ);
       a.ctx = take(BL * hl);
       a.res1 = take(BL * H);
       a.ffn_in = take(BL * H);
@@ -411,6 +413,7 @@ AttentionParams RoFormerModel::Impl::AttnParams(int l) const {
   const int64_t LL = static_cast<int64_t>(L) * L;
   ap.dropout = Spec(cfg.attention_probs_dropout_prob(), l, kDropAttnProbs, d.heads * LL,
                     static_cast<int64_t>(d.tp_rank) * d.local_heads() * LL);
+  ap.recompute = cfg.attention_recompute();
   return ap;
 }
 
@@ -436,6 +439,7 @@ const float* RoFormerModel::Impl::EncoderForward(const Batch& batch, const Dropo
   if (E != H) LinearForward(emb_out, P(proj_w), P(proj_b), hidden0, BL, E, H);
 
   for (int l = 0; l < d.layers; ++l) LayerForward(l);
+  carry_is_top = true;
 
   if (cfg.pre_ln()) {
     LayerNormForward(Hidden(d.layers), P(final_g), P(final_b), final_out, final_mean, final_rstd,
@@ -537,7 +541,7 @@ void RoFormerModel::Impl::LayerBackward(int l) {
   LinearBackward(D2, a.ctx, P(w.o_w), dctx, Gr(w.o_w), Gr(w.o_b), BL, hl, H);
   AttentionDims ad{B, L, d.local_heads(), d.head_dim, hl};
   AttentionBackward(ad, AttnParams(l), dctx, a.q, a.k, a.v, mask.data(), a.probs, dcarry,
-                    l + 1 < d.layers, dq, dk, dv);
+                    l + 1 < d.layers, dq, dk, dv, carry);
   RopeBackward(dq, rope.data(), B, L, d.local_heads(), d.head_dim, hl);
   RopeBackward(dk, rope.data(), B, L, d.local_heads(), d.head_dim, hl);
   float* dain = pre ? D1 : G;  // pre: G holds dres1 (residual); post: D1 holds dres1
@@ -561,6 +565,13 @@ void RoFormerModel::Impl::EncoderBackward() {
   // In: d_seq = d(sequence output), already scaled.
   const int64_t BL = static_cast<int64_t>(B) * L;
   const int H = d.hidden, E = d.embedding;
+  if (cfg.attention_recompute() && cfg.realformer()) {
+    // The recomputing backward walks the carry down to layer 0; a second backward would start
+    // from the bottom layer's carry and silently compute wrong probabilities.
+    CHECK(carry_is_top) << "model.attention_recompute with RealFormer: one EncoderBackward per "
+                           "EncoderForward";
+    carry_is_top = false;
+  }
   if (cfg.pre_ln()) {
     LayerNormBackward(d_seq, Hidden(d.layers), final_mean, final_rstd, P(final_g), G, Gr(final_g),
                       Gr(final_b), BL, H);

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/vec_math.h"
+#include "runtime/error.h"
 #include "runtime/philox.h"
 
 namespace roformer {
@@ -36,6 +37,45 @@ void ApplyProbDropout(const DropoutSpec& s, int b, int h, int seq, const float* 
   const uint64_t base =
       static_cast<uint64_t>(b * s.cols_global + s.col_offset + static_cast<int64_t>(h) * seq * seq);
   DropoutRange(s, base, static_cast<int64_t>(seq) * seq, in, out);
+}
+
+// Masked softmax rows of one head, P [L, L], from the raw scores S = q k^T (overwritten as
+// scratch). The forward (rebuild = false) forms cur = S / sqrt(d) (+ the carry) and stores it as
+// the next carry. The recomputing backward (rebuild = true) finds cur_l in the carry instead and
+// leaves cur_{l-1} = cur_l - S / sqrt(d) there. Both go through this one function so that the
+// recomputed P equals the forward's bit for bit whenever cur is the same.
+void SoftmaxRows(const AttentionParams& p, bool rebuild, const int32_t* mrow, int L, float sqrt_d,
+                 float c, float* S, float* cur, float* P) {
+  for (int i = 0; i < L; ++i) {
+    float* srow = S + static_cast<int64_t>(i) * L;
+    float* prow = P + static_cast<int64_t>(i) * L;
+    float* crow = cur ? cur + static_cast<int64_t>(i) * L : nullptr;
+    float mx = -INFINITY;
+    for (int j = 0; j < L; ++j) {
+      const float raw = srow[j] / sqrt_d;
+      float s = raw;
+      if (crow && p.has_prev) {
+        if (rebuild) {
+          s = crow[j];
+          crow[j] = s - raw;
+        } else {
+          s += crow[j];
+        }
+      }
+      if (crow && !rebuild) crow[j] = s;
+      const float logit = s * c;
+      srow[j] = logit;
+      if ((!mrow || mrow[j]) && logit > mx) mx = logit;
+    }
+    VecExp(srow, prow, L, mx);
+    if (mrow) {
+      for (int j = 0; j < L; ++j) prow[j] = mrow[j] ? prow[j] : 0.0f;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < L; ++j) sum += prow[j];
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int j = 0; j < L; ++j) prow[j] *= inv;
+  }
 }
 
 }  // namespace
@@ -67,35 +107,12 @@ void AttentionForward(const AttentionDims& dims, const AttentionParams& p, const
     const float* kb = k + tok0;
     const float* vb = v + tok0;
     const int32_t* mrow = mask ? mask + static_cast<int64_t>(b) * L : nullptr;
-    float* S = ThreadScratch(2 * LL);
-    float* P = probs + static_cast<int64_t>(bh) * LL;
+    // Scratch: S, the dropped P, and (recompute) P itself. The backward uses the same offsets.
+    float* S = ThreadScratch((p.recompute ? 3 : 2) * LL);
+    float* P = p.recompute ? S + 2 * LL : probs + static_cast<int64_t>(bh) * LL;
     float* cur = p.realformer ? carry + static_cast<int64_t>(bh) * LL : nullptr;
     Sgemm(false, true, L, L, d, 1.0f, qb, ldi, kb, ldi, 0.0f, S, L);
-    const float c = AttentionLogitScale(p, mrow, L);
-    for (int i = 0; i < L; ++i) {
-      float* srow = S + static_cast<int64_t>(i) * L;
-      float* prow = P + static_cast<int64_t>(i) * L;
-      float* crow = cur ? cur + static_cast<int64_t>(i) * L : nullptr;
-      float mx = -INFINITY;
-      for (int j = 0; j < L; ++j) {
-        float s = srow[j] / sqrt_d;
-        if (crow) {
-          if (p.has_prev) s += crow[j];
-          crow[j] = s;
-        }
-        const float logit = s * c;
-        srow[j] = logit;
-        if ((!mrow || mrow[j]) && logit > mx) mx = logit;
-      }
-      VecExp(srow, prow, L, mx);
-      if (mrow) {
-        for (int j = 0; j < L; ++j) prow[j] = mrow[j] ? prow[j] : 0.0f;
-      }
-      float sum = 0.0f;
-      for (int j = 0; j < L; ++j) sum += prow[j];
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-      for (int j = 0; j < L; ++j) prow[j] *= inv;
-    }
+    SoftmaxRows(p, /*rebuild=*/false, mrow, L, sqrt_d, AttentionLogitScale(p, mrow, L), S, cur, P);
     const float* Pd = P;
     if (dropout) {
       float* D = S + LL;
@@ -109,22 +126,39 @@ void AttentionForward(const AttentionDims& dims, const AttentionParams& p, const
 void AttentionBackward(const AttentionDims& dims, const AttentionParams& p, const float* dctx,
                        const float* q, const float* k, const float* v, const int32_t* mask,
                        const float* probs, float* dcarry, bool has_dcarry_in, float* dq, float* dk,
-                       float* dv) {
+                       float* dv, float* carry) {
   const int B = dims.batch, L = dims.seq, NH = dims.heads, d = dims.head_dim;
   const int64_t ld = dims.ld, LL = static_cast<int64_t>(L) * L;
   const int ldi = static_cast<int>(ld);
-  const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(d));
+  const float sqrt_d = std::sqrt(static_cast<float>(d));
+  const float inv_sqrt_d = 1.0f / sqrt_d;
   const bool dropout = p.dropout.p > 0.0f;
   const float drop_scale = dropout ? 1.0f / (1.0f - p.dropout.p) : 1.0f;
+  if (p.recompute && p.realformer && !carry) {
+    Fail("AttentionBackward: recompute with RealFormer needs the forward's carry");
+  }
   ScopedSingleThreadBlas single;
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const int64_t tok0 = static_cast<int64_t>(b) * L * ld + static_cast<int64_t>(h) * d;
     const int32_t* mrow = mask ? mask + static_cast<int64_t>(b) * L : nullptr;
-    const float* P = probs + static_cast<int64_t>(bh) * LL;
-    float* dP = ThreadScratch(2 * LL);
+    float* dP = ThreadScratch((p.recompute ? 3 : 2) * LL);
     float* Pd = dP + LL;
+    const float* P = nullptr;
+    if (!p.recompute) {
+      P = probs + static_cast<int64_t>(bh) * LL;
+    } else {
+      // The forward's GEMM and rows again, at the forward's scratch offsets; dP's slot is free
+      // until the rows are done.
+      float* S = dP;
+      float* Pr = dP + 2 * LL;
+      Sgemm(false, true, L, L, d, 1.0f, q + tok0, ldi, k + tok0, ldi, 0.0f, S, L);
+      float* cur = p.realformer ? carry + static_cast<int64_t>(bh) * LL : nullptr;
+      SoftmaxRows(p, /*rebuild=*/true, mrow, L, sqrt_d, AttentionLogitScale(p, mrow, L), S, cur,
+                  Pr);
+      P = Pr;
+    }
     // dv = dropout(P)^T dctx
     const float* Pv = P;
     if (dropout) {

@@ -10,7 +10,15 @@
 // fp32 scratch [B, heads, L, L] is reused by forward and backward; probs [B, heads, L, L] (T) is
 // what each layer must keep for its backward; the carry and dcarry are one running fp32 buffer
 // each (the backward never needs an earlier layer's carry). docs/cuda.md has the formula.
+//
+// With p.recompute (model.attention_recompute) no layer keeps probs: they live in the workspace
+// and the backward first redoes q k^T and the forward row kernel (rebuild mode) on them, which is
+// the forward's arithmetic, so P is bit-identical whenever its input is. For RealFormer that input
+// is cur_l, which the backward of layer l+1 has rebuilt in the carry as cur_{l+1} - S_{l+1}: exact
+// up to fp32 rounding of the subtraction (kernels/cpu/attention.h says more).
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
@@ -50,11 +58,13 @@ void LogitScale(const AttentionDims& dims, const AttentionParams& p, const int32
   ROFORMER_CUDA_LAUNCH_CHECK();
 }
 
-// One block per score row (b, h, i).
+// One block per score row (b, h, i). rebuild (the recomputing backward): the carry holds this
+// layer's cur already; it is read instead of formed, and cur - S / sqrt(d), the previous layer's
+// cur, is left in its place. The same kernel in both modes keeps the recomputed P identical.
 template <typename T>
 __global__ void SoftmaxForwardKernel(float* scores, float* carry, T* probs, const int32_t* mask,
                                      const float* scale, int heads, int seq, float sqrt_d,
-                                     bool realformer, bool has_prev) {
+                                     bool realformer, bool has_prev, bool rebuild) {
   __shared__ float scratch[kWarp];
   const int64_t row = blockIdx.x;
   const int b = static_cast<int>(row / (static_cast<int64_t>(heads) * seq));
@@ -64,11 +74,17 @@ __global__ void SoftmaxForwardKernel(float* scores, float* carry, T* probs, cons
   float* crow = realformer ? carry + row * seq : nullptr;
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < seq; j += blockDim.x) {
-    float s = srow[j] / sqrt_d;  // divided after the GEMM, as the CPU and HF
-    if (crow) {
-      if (has_prev) s += crow[j];
-      crow[j] = s;
+    const float raw = srow[j] / sqrt_d;  // divided after the GEMM, as the CPU and HF
+    float s = raw;
+    if (crow && has_prev) {
+      if (rebuild) {
+        s = crow[j];
+        crow[j] = s - raw;
+      } else {
+        s += crow[j];
+      }
     }
+    if (crow && !rebuild) crow[j] = s;
     const float logit = s * c;
     srow[j] = logit;
     if ((!mrow || mrow[j]) && logit > mx) mx = logit;
@@ -113,6 +129,7 @@ __global__ void SoftmaxBackwardKernel(float* dp, const T* probs, const float* sc
 struct Layout {
   float* scores;
   float* scale;
+  void* probs;    // T [B, heads, L, L], with p.recompute (then no layer keeps its own)
   void* dropped;  // T [B, heads, L, L], when dropout is on
   void* ds;       // T [B, heads, L, L], when T is not float
 };
@@ -126,6 +143,10 @@ Layout Carve(const AttentionDims& dims, const AttentionParams& p, void* workspac
   w += Align256(n * sizeof(float));
   l.scale = reinterpret_cast<float*>(w);
   w += Align256(dims.batch * sizeof(float));
+  if (p.recompute) {
+    l.probs = w;
+    w += Align256(n * sizeof(T));
+  }
   if (p.dropout.p > 0.0f) {
     l.dropped = w;
     w += Align256(n * sizeof(T));
@@ -140,22 +161,35 @@ template <typename T>
 size_t AttentionWorkspaceBytes(const AttentionDims& dims, const AttentionParams& p) {
   const size_t n = static_cast<size_t>(dims.batch) * dims.heads * dims.seq * dims.seq;
   size_t bytes = Align256(n * sizeof(float)) + Align256(dims.batch * sizeof(float));
+  if (p.recompute) bytes += Align256(n * sizeof(T));
   if (p.dropout.p > 0.0f) bytes += Align256(n * sizeof(T));
   if (!std::is_same_v<T, float>) bytes += Align256(n * sizeof(T));
   return bytes;
 }
 
+namespace {
+
 template <typename T>
-void AttentionSoftmaxForward(const AttentionDims& dims, const AttentionParams& p, float* scores,
-                             const int32_t* mask, float* carry, T* probs, float* scale_ws,
-                             cudaStream_t stream) {
+void SoftmaxRows(const AttentionDims& dims, const AttentionParams& p, bool rebuild, float* scores,
+                 const int32_t* mask, float* carry, T* probs, float* scale_ws,
+                 cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(dims.batch) * dims.heads * dims.seq;
   if (rows <= 0) return;
   LogitScale(dims, p, mask, scale_ws, stream);
   const float sqrt_d = std::sqrt(static_cast<float>(dims.head_dim));
   SoftmaxForwardKernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-      scores, carry, probs, mask, scale_ws, dims.heads, dims.seq, sqrt_d, p.realformer, p.has_prev);
+      scores, carry, probs, mask, scale_ws, dims.heads, dims.seq, sqrt_d, p.realformer, p.has_prev,
+      rebuild);
   ROFORMER_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+template <typename T>
+void AttentionSoftmaxForward(const AttentionDims& dims, const AttentionParams& p, float* scores,
+                             const int32_t* mask, float* carry, T* probs, float* scale_ws,
+                             cudaStream_t stream) {
+  SoftmaxRows<T>(dims, p, /*rebuild=*/false, scores, mask, carry, probs, scale_ws, stream);
 }
 
 template <typename T>
@@ -181,9 +215,10 @@ void AttentionForward(Blas& blas, const AttentionDims& dims, const AttentionPara
   const HeadStrides sc{NH * LL, LL};  // scores, probs: [B, heads, L, L]
   const Layout w = Carve<T>(dims, p, workspace);
   cudaStream_t stream = blas.stream();
+  if (p.recompute) probs = static_cast<T*>(w.probs);
   blas.BatchedHeadGemm<T, float>(B, NH, false, true, L, L, d, 1.0f, q, ldi, tok, k, ldi, tok, 0.0f,
                                  w.scores, L, sc);
-  AttentionSoftmaxForward<T>(dims, p, w.scores, mask, carry, probs, w.scale, stream);
+  SoftmaxRows<T>(dims, p, /*rebuild=*/false, w.scores, mask, carry, probs, w.scale, stream);
   const T* pv = probs;
   if (p.dropout.p > 0.0f) {
     T* dropped = static_cast<T*>(w.dropped);
@@ -198,7 +233,7 @@ template <typename T>
 void AttentionBackward(Blas& blas, const AttentionDims& dims, const AttentionParams& p,
                        const T* dctx, const T* q, const T* k, const T* v, const int32_t* mask,
                        const T* probs, float* dcarry, bool has_dcarry_in, T* dq, T* dk, T* dv,
-                       void* workspace) {
+                       void* workspace, float* carry) {
   const int B = dims.batch, L = dims.seq, NH = dims.heads, d = dims.head_dim;
   const int64_t ld = dims.ld, LL = static_cast<int64_t>(L) * L;
   const int ldi = static_cast<int>(ld);
@@ -207,6 +242,18 @@ void AttentionBackward(Blas& blas, const AttentionDims& dims, const AttentionPar
   const Layout w = Carve<T>(dims, p, workspace);
   cudaStream_t stream = blas.stream();
   const bool dropout = p.dropout.p > 0.0f;
+  if (p.recompute) {
+    if (p.realformer && !carry) {
+      std::fprintf(stderr, "AttentionBackward: recompute with RealFormer needs the carry\n");
+      std::abort();
+    }
+    // The forward's GEMM and row kernel again; the scores scratch is free until dP below.
+    T* recomputed = static_cast<T*>(w.probs);
+    blas.BatchedHeadGemm<T, float>(B, NH, false, true, L, L, d, 1.0f, q, ldi, tok, k, ldi, tok,
+                                   0.0f, w.scores, L, sc);
+    SoftmaxRows<T>(dims, p, /*rebuild=*/true, w.scores, mask, carry, recomputed, w.scale, stream);
+    probs = recomputed;
+  }
   // dv = dropout(P)^T dctx, the dropped probabilities regenerated from the counters.
   const T* pv = probs;
   if (dropout) {
@@ -248,7 +295,7 @@ void AttentionBackward(Blas& blas, const AttentionDims& dims, const AttentionPar
                                     const T*, const T*, const int32_t*, float*, T*, T*, void*);    \
   template void AttentionBackward<T>(Blas&, const AttentionDims&, const AttentionParams&,          \
                                      const T*, const T*, const T*, const T*, const int32_t*,       \
-                                     const T*, float*, bool, T*, T*, T*, void*);
+                                     const T*, float*, bool, T*, T*, T*, void*, float*);
 ROFORMER_INSTANTIATE(float)
 ROFORMER_INSTANTIATE(bf16)
 #undef ROFORMER_INSTANTIATE

@@ -131,13 +131,17 @@ void ScatterAddRows(const T* dout, const int32_t* index, T* dx, int64_t n, int d
 // ---- attention_softmax.cu (with the GEMMs of gemm_cublas.h) ----
 class Blas;
 // Scratch for AttentionForward/Backward: fp32 scores [B, heads, L, L], plus a T copy of the
-// dropped-out probabilities and (bf16) of dS for the GEMMs.
+// dropped-out probabilities and (bf16) of dS for the GEMMs, and with p.recompute the T
+// probabilities themselves (size it with the p the calls will use, recompute included).
 template <typename T>
 size_t AttentionWorkspaceBytes(const AttentionDims& dims, const AttentionParams& p);
 // Same contract as kernels/cpu/attention.h: q, k, v, ctx [B, L, heads, d] with row stride ld;
 // carry, dcarry fp32 [B, heads, L, L] (RealFormer only); probs T [B, heads, L, L] (softmax before
 // dropout, saved for the backward); mask int32 [B, L] or null. Attention dropout uses the logical
 // view [B, heads_global * L * L] of p.dropout (cols_global, col_offset) exactly as the CPU.
+// p.recompute (as the CPU): probs is neither written nor read (may be null), the probabilities
+// live in the workspace, and a RealFormer backward takes the forward's carry, rebuilt in place
+// from cur_l to cur_{l-1} (one backward per forward).
 template <typename T>
 void AttentionForward(Blas& blas, const AttentionDims& dims, const AttentionParams& p, const T* q,
                       const T* k, const T* v, const int32_t* mask, float* carry, T* probs, T* ctx,
@@ -146,7 +150,7 @@ template <typename T>
 void AttentionBackward(Blas& blas, const AttentionDims& dims, const AttentionParams& p,
                        const T* dctx, const T* q, const T* k, const T* v, const int32_t* mask,
                        const T* probs, float* dcarry, bool has_dcarry_in, T* dq, T* dk, T* dv,
-                       void* workspace);
+                       void* workspace, float* carry = nullptr);
 // The softmax stages alone (the GEMM-free middle of the two functions above), exposed for tests:
 // scores fp32 [B*heads*L, L] = q k^T (unscaled) on entry, overwritten with scratch.
 template <typename T>

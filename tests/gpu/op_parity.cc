@@ -604,6 +604,119 @@ void CheckAttention(Blas& blas, const AttnCase& ac, uint32_t seed) {
   if (ac.realformer) Compare(n + "dcarry", TypeName<T>(), Download(gdcarry), dcarry, Tol<T>());
 }
 
+// ---- attention recomputation (model.attention_recompute) ----
+// Every element bit-equal (NaN poison included, so unwritten padding must match too).
+void Identical(const std::string& op, const char* dtype, const std::vector<float>& got,
+               const std::vector<float>& ref) {
+  int64_t diff = got.size() == ref.size() ? 0 : 1;
+  for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i)
+    diff += std::memcmp(&got[i], &ref[i], sizeof(float)) != 0;
+  Record(op, dtype, static_cast<double>(diff), 0, diff == 0,
+         diff ? std::to_string(diff) + " elements differ" : "bit-identical");
+}
+
+// A chain of N layers, forward then backward, once keeping every layer's probs and once
+// recomputing them in the backward from q, k (and the carry). The forward does not change (ctx
+// bit-identical); without RealFormer the gradients are bit-identical too; with RealFormer the
+// carry is rebuilt downwards by subtraction, exact to fp32 rounding, so the gradients agree to
+// the fp32 tolerance (bf16: to its own tolerance, as P is rounded to bf16 from a carry that may
+// differ in the last fp32 bit).
+template <typename T>
+void CheckAttentionRecompute(Blas& blas, bool realformer, bool running_mean, uint32_t seed) {
+  constexpr int N = 3;
+  AttentionDims dims;
+  dims.batch = 3;
+  dims.seq = 48;
+  dims.heads = 3;
+  dims.head_dim = 16;
+  dims.ld = dims.heads * dims.head_dim + 8;
+  const int B = dims.batch, L = dims.seq, NH = dims.heads;
+  const int64_t LL = static_cast<int64_t>(L) * L, ld = dims.ld;
+  const size_t tok = static_cast<size_t>(B) * L * ld, sc = B * NH * LL;
+  auto params = [&](int l, bool recompute) {
+    AttentionParams p;
+    p.realformer = realformer;
+    p.has_prev = realformer && l > 0;
+    p.mean_div = running_mean ? 1.0f / (l + 1) : 1.0f;
+    p.log_n = true;
+    p.dropout = MakeSpec(0.1f, 6 * LL, 3 * LL, 10 + l);
+    p.recompute = recompute;
+    return p;
+  };
+  std::vector<int32_t> mask(static_cast<size_t>(B) * L, 1);
+  for (int j = 35; j < L; ++j) mask[L + j] = 0;
+  for (int j = 10; j < L; ++j) mask[2 * L + j] = 0;
+  auto q = Randn(N * tok, seed, 1.5f), k = Randn(N * tok, seed + 1, 1.5f);
+  auto v = Randn(N * tok, seed + 2), dctx = Randn(N * tok, seed + 3);
+  Q<T>(q);
+  Q<T>(k);
+  Q<T>(v);
+  Q<T>(dctx);
+  Dev<T> gq(N * tok), gk(N * tok), gv(N * tok), gdctx(N * tok), gctx(N * tok);
+  Dev<T> gdq(N * tok), gdk(N * tok), gdv(N * tok), gprobs(N * sc);
+  Dev<float> gcarry(sc), gdcarry(sc);
+  Dev<int32_t> gmask(mask.size());
+  Dev<char> ws(AttentionWorkspaceBytes<T>(dims, params(0, true)));  // the larger of the two
+  Upload(gq, q);
+  Upload(gk, k);
+  Upload(gv, v);
+  Upload(gdctx, dctx);
+  UploadRaw(gmask, mask);
+  struct Out {
+    std::vector<float> ctx, dq, dk, dv, dcarry, cur0, carry_end;
+  };
+  auto run = [&](bool recompute) {
+    Out o;
+    for (auto* d : {&gctx, &gdq, &gdk, &gdv, &gprobs}) d->Poison();
+    gcarry.Poison();
+    gdcarry.Poison();
+    ws.Poison();
+    for (int l = 0; l < N; ++l) {
+      AttentionForward<T>(blas, dims, params(l, recompute), gq.get() + l * tok, gk.get() + l * tok,
+                          gv.get() + l * tok, gmask.get(), gcarry.get(),
+                          recompute ? nullptr : gprobs.get() + l * sc, gctx.get() + l * tok,
+                          ws.get());
+      if (l == 0 && realformer) o.cur0 = Download(gcarry);
+    }
+    for (int l = N - 1; l >= 0; --l) {
+      AttentionBackward<T>(blas, dims, params(l, recompute), gdctx.get() + l * tok,
+                           gq.get() + l * tok, gk.get() + l * tok, gv.get() + l * tok, gmask.get(),
+                           recompute ? nullptr : gprobs.get() + l * sc, gdcarry.get(), l + 1 < N,
+                           gdq.get() + l * tok, gdk.get() + l * tok, gdv.get() + l * tok, ws.get(),
+                           gcarry.get());
+    }
+    o.ctx = Download(gctx);
+    o.dq = Download(gdq);
+    o.dk = Download(gdk);
+    o.dv = Download(gdv);
+    if (realformer) {
+      o.dcarry = Download(gdcarry);
+      o.carry_end = Download(gcarry);
+    }
+    return o;
+  };
+  const Out ref = run(false);
+  const Out rc = run(true);
+  const std::string n = std::string("attn recompute ") +
+                        (realformer ? (running_mean ? "realformer mean " : "realformer ") : "") +
+                        "x" + std::to_string(N) + " ";
+  const char* t = TypeName<T>();
+  Identical(n + "ctx", t, rc.ctx, ref.ctx);
+  if (!realformer) {
+    Identical(n + "dq", t, rc.dq, ref.dq);
+    Identical(n + "dk", t, rc.dk, ref.dk);
+    Identical(n + "dv", t, rc.dv, ref.dv);
+    return;
+  }
+  auto in_head = [&](size_t i) { return static_cast<int64_t>(i % ld) < NH * dims.head_dim; };
+  Compare(n + "dq", t, rc.dq, ref.dq, Tol<T>(), in_head);
+  Compare(n + "dk", t, rc.dk, ref.dk, Tol<T>(), in_head);
+  Compare(n + "dv", t, rc.dv, ref.dv, Tol<T>(), in_head);
+  Compare(n + "dcarry", t, rc.dcarry, ref.dcarry, Tol<T>());
+  // The recomputing backward walked the fp32 carry back down to layer 0's.
+  Compare(n + "rebuilt carry", t, rc.carry_end, rc.cur0, kTolF32);
+}
+
 // ---- linear ----
 template <typename T>
 void CheckLinear(Blas& blas) {
@@ -919,6 +1032,9 @@ void RunAll(Blas& blas) {
   };
   uint32_t seed = 200;
   for (const auto& c : cases) CheckAttention<T>(blas, c, seed += 10);
+  CheckAttentionRecompute<T>(blas, false, false, 300);
+  CheckAttentionRecompute<T>(blas, true, false, 310);
+  CheckAttentionRecompute<T>(blas, true, true, 320);
   CheckLinear<T>(blas);
   CheckCrossEntropy<T>();
   CheckVocabParallelCrossEntropy<T>();
