@@ -2,8 +2,9 @@
 // ROFORMER_HAVE_CUDA_MODEL: the core library's model/**.cc glob compiles it empty and the
 // roformer_cuda_model target (CMake's CUDA block) compiles it for real.
 //
-// Every function below mirrors the CPU function of the same name line for line (TP collectives
-// dropped: tp = 1), so a reviewer can diff the two; where the GPU differs it says why.
+// Every function below mirrors the CPU function of the same name line for line, TP collectives
+// included (through CudaTpRegion, model/cuda/tp_region_cuda.h, where the CPU calls TpRegion), so a
+// reviewer can diff the two; where the GPU differs it says why.
 #ifdef ROFORMER_HAVE_CUDA_MODEL
 
 #include "model/cuda/roformer_model_cuda.h"
@@ -11,14 +12,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/cross_entropy.h"  // CrossEntropyStats
+#include "kernels/cpu/cross_entropy.h"  // CrossEntropyStats, kVocabShardStatsWidth
 #include "kernels/cpu/rope.h"           // RopeTable (host)
 #include "kernels/cuda/gemm_cublas.h"
 #include "kernels/cuda/ops.h"
+#include "model/cuda/tp_region_cuda.h"
 #include "model/param_refs.h"
 #include "runtime/error.h"
 
@@ -43,21 +46,205 @@ struct CudaRoFormerModel::Impl {
   bf16* weights_bf16 = nullptr;  // the GEMM copy of the weights (bf16 models only)
   int64_t total = 0;
   cudaStream_t stream = nullptr;
-  // Optimizer state (allocated by the first AdamWStep).
+  ModelDims d;
+  CudaTpRegion tp;  // the only way the model talks across TP
   std::vector<ParamInfo> infos;
+  // Optimizer state (EnsureOptimizerState: by UploadParams with moments, or the first step).
   float *adam_m = nullptr, *adam_v = nullptr;
   int64_t* seg_offsets = nullptr;
   double *seg_sums = nullptr, *norm2 = nullptr;
   int* first_bad = nullptr;
   void* norm_ws = nullptr;
+  double* tp_norm = nullptr;  // CheckGradients under TP: {sharded, replicated, first bad index}
+
+  // Gradient-ready groups (store indices) in backward order, for SetGradReadyHook; grouped as
+  // RoFormerModel::Impl::Declare groups them.
+  std::function<void(const std::vector<size_t>&)> grad_ready;
+  std::vector<size_t> ready_heads, ready_final_ln, ready_embeddings;
+  std::vector<std::vector<size_t>> ready_layer;
+  // TP fix-up: tensors whose gradient is partial over TP (TpGradStateOf), which of them were
+  // already summed this step (by the grad-ready path), and the packing buffer (allocated once,
+  // only when some tensor is partial and tp > 1).
+  std::vector<size_t> tp_partial;
+  std::vector<char> tp_reduced;
+  float* tp_partial_buf = nullptr;
+
+  void BuildGroups();
+  void GradReady(const std::vector<size_t>& group);
+  void ReducePartial(const std::vector<size_t>& tensors);
+  void EnsureOptimizerState();
+  GradCheck CheckGradients();
+  void ApplyAdamW(const AdamWOptions& opt, double lr, int64_t step, double grad_norm);
   void FreeOptimizer() {
-    for (void* p : {static_cast<void*>(adam_m), static_cast<void*>(adam_v),
-                    static_cast<void*>(seg_offsets), static_cast<void*>(seg_sums),
-                    static_cast<void*>(norm2), static_cast<void*>(first_bad), norm_ws}) {
+    for (void* p :
+         {static_cast<void*>(adam_m), static_cast<void*>(adam_v), static_cast<void*>(seg_offsets),
+          static_cast<void*>(seg_sums), static_cast<void*>(norm2), static_cast<void*>(first_bad),
+          norm_ws, static_cast<void*>(tp_norm), static_cast<void*>(tp_partial_buf)}) {
       if (p) cudaFree(p);
     }
   }
 };
+
+void CudaRoFormerModel::Impl::BuildGroups() {
+  // model/roformer_model.cc (Declare): the word embedding is tied to the decoder, so it is final
+  // only after the embedding backward.
+  ready_layer.assign(d.layers, {});
+  ready_heads.clear();
+  ready_final_ln.clear();
+  ready_embeddings.clear();
+  tp_partial.clear();
+  int64_t partial_numel = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const std::string& n = infos[i].name;
+    const std::string lp = "roformer.encoder.layer.";
+    if (n.rfind(lp, 0) == 0) {
+      ready_layer[std::stoi(n.substr(lp.size()))].push_back(i);
+    } else if (n.rfind("cls.", 0) == 0 || n.rfind("sop.", 0) == 0) {
+      ready_heads.push_back(i);
+    } else if (n.rfind("roformer.encoder.final_layer_norm.", 0) == 0) {
+      ready_final_ln.push_back(i);
+    } else {
+      ready_embeddings.push_back(i);
+    }
+    if (TpGradStateOf(infos[i]) == TpGradState::kPartial) {
+      tp_partial.push_back(i);
+      partial_numel += infos[i].numel;
+    }
+  }
+  tp_reduced.assign(infos.size(), 0);
+  if (tp.active() && partial_numel > 0) {
+    ROFORMER_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&tp_partial_buf), sizeof(float) * partial_numel));
+  }
+}
+
+void CudaRoFormerModel::Impl::ReducePartial(const std::vector<size_t>& tensors) {
+  // RoFormerModel::FinishGradientsTp on the device: pack (store order), one all-reduce, unpack,
+  // all on the compute stream (the all-reduce through the TP region's events). The tensor list
+  // and tp_reduced evolve identically on every TP rank, so every rank issues the same collective.
+  if (!tp.active()) return;
+  std::vector<size_t> todo;
+  int64_t n = 0;
+  for (const size_t i : tensors) {
+    if (TpGradStateOf(infos[i]) != TpGradState::kPartial || tp_reduced[i]) continue;
+    todo.push_back(i);
+    n += infos[i].numel;
+  }
+  if (n == 0) return;
+  int64_t at = 0;
+  for (const size_t i : todo) {
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(tp_partial_buf + at, grads + infos[i].offset,
+                                        sizeof(float) * infos[i].numel, cudaMemcpyDeviceToDevice,
+                                        stream));
+    at += infos[i].numel;
+  }
+  tp.AllReduce(tp_partial_buf, n, TpReduce::kSum);
+  at = 0;
+  for (const size_t i : todo) {
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(grads + infos[i].offset, tp_partial_buf + at,
+                                        sizeof(float) * infos[i].numel, cudaMemcpyDeviceToDevice,
+                                        stream));
+    at += infos[i].numel;
+    tp_reduced[i] = 1;
+  }
+}
+
+void CudaRoFormerModel::Impl::GradReady(const std::vector<size_t>& group) {
+  if (!grad_ready || group.empty()) return;
+  // The hook is set for the last micro-batch only, so the group's gradients are final for the
+  // step: its partial tensors can be summed over TP now (FinishGradientsTp skips them).
+  ReducePartial(group);
+  grad_ready(group);
+}
+
+void CudaRoFormerModel::Impl::EnsureOptimizerState() {
+  if (adam_m) return;
+  const size_t bytes = sizeof(float) * std::max<int64_t>(total, 1);
+  ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_m), bytes));
+  ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_v), bytes));
+  ROFORMER_CUDA_CHECK(cudaMemsetAsync(adam_m, 0, bytes, stream));
+  ROFORMER_CUDA_CHECK(cudaMemsetAsync(adam_v, 0, bytes, stream));
+  // Segments = tensors in store order, as CheckGradients walks them.
+  const int nseg = static_cast<int>(infos.size());
+  std::vector<int64_t> offsets;
+  for (const auto& info : infos) offsets.push_back(info.offset);
+  offsets.push_back(nseg > 0 ? infos.back().offset + infos.back().numel : 0);
+  ROFORMER_CUDA_CHECK(
+      cudaMalloc(reinterpret_cast<void**>(&seg_offsets), sizeof(int64_t) * offsets.size()));
+  // On the compute stream (which may be non-blocking, so not ordered after the legacy stream),
+  // waited for before `offsets` goes away.
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(seg_offsets, offsets.data(), sizeof(int64_t) * offsets.size(),
+                                      cudaMemcpyHostToDevice, stream));
+  ROFORMER_CUDA_CHECK(
+      cudaMalloc(reinterpret_cast<void**>(&seg_sums), sizeof(double) * std::max(nseg, 1)));
+  ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&norm2), sizeof(double)));
+  ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&first_bad), sizeof(int)));
+  ROFORMER_CUDA_CHECK(cudaMalloc(&norm_ws, std::max<size_t>(GradNormWorkspaceBytes(nseg), 1)));
+  ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&tp_norm), sizeof(double) * 3));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+GradCheck CudaRoFormerModel::Impl::CheckGradients() {
+  EnsureOptimizerState();
+  const int nseg = static_cast<int>(infos.size());
+  GradSumSquares(grads, seg_offsets, nseg, seg_sums, norm2, first_bad, norm_ws, stream);
+  GradCheck gc;
+  if (!tp.active()) {
+    // model/optimizer.cc's CheckGradients: the in-order total of the per-tensor sums.
+    double n2 = 0;
+    int bad = -1;
+    ROFORMER_CUDA_CHECK(
+        cudaMemcpyAsync(&n2, norm2, sizeof(double), cudaMemcpyDeviceToHost, stream));
+    ROFORMER_CUDA_CHECK(
+        cudaMemcpyAsync(&bad, first_bad, sizeof(int), cudaMemcpyDeviceToHost, stream));
+    ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+    gc.norm = std::sqrt(n2);
+    if (bad >= 0) {
+      gc.finite = false;
+      gc.first_bad = infos[bad].name;
+    }
+    return gc;
+  }
+  // TP: runtime/tp_region.cc's TpGlobalSumSquares. Per tensor in store order into two fp64
+  // partial sums: sharded tensors (this rank's shard, summed over TP) and replicated ones
+  // (identical on every TP rank: only rank 0 contributes them). The first non-finite tensor is
+  // the minimum store index over the group, so every rank names the same one.
+  std::vector<double> sums(static_cast<size_t>(std::max(nseg, 1)), 0.0);
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(sums.data(), seg_sums, sizeof(double) * nseg,
+                                      cudaMemcpyDeviceToHost, stream));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  double acc[3] = {0, 0, static_cast<double>(nseg)};
+  for (int i = 0; i < nseg; ++i) {
+    acc[infos[i].placement == Placement::kReplicated ? 1 : 0] += sums[i];
+    if (!std::isfinite(sums[i]) && acc[2] == nseg) acc[2] = i;
+  }
+  if (tp.rank() != 0) acc[1] = 0;
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(tp_norm, acc, sizeof(acc), cudaMemcpyHostToDevice, stream));
+  tp.AllReduce(tp_norm, 2, TpReduce::kSum);
+  tp.AllReduce(tp_norm + 2, 1, TpReduce::kMin);
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(acc, tp_norm, sizeof(acc), cudaMemcpyDeviceToHost, stream));
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));  // `acc` is read back (and was read) here
+  gc.norm = std::sqrt(acc[0] + acc[1]);
+  if (acc[2] < nseg) {
+    gc.finite = false;
+    gc.first_bad = infos[static_cast<size_t>(acc[2])].name;
+  }
+  return gc;
+}
+
+void CudaRoFormerModel::Impl::ApplyAdamW(const AdamWOptions& opt, double lr, int64_t step,
+                                         double grad_norm) {
+  EnsureOptimizerState();
+  const AdamWCoefficients c =
+      MakeAdamWCoefficients(opt.beta1, opt.beta2, opt.eps, lr, step, opt.grad_clip, grad_norm);
+  for (const auto& info : infos) {
+    // model/optimizer.cc's decay factor: lr * weight_decay for decayed tensors, else 0.
+    const float decay = info.weight_decay ? static_cast<float>(lr * opt.weight_decay) : 0.0f;
+    AdamWUpdate(c, decay, params + info.offset, grads + info.offset, adam_m + info.offset,
+                adam_v + info.offset, info.numel,
+                weights_bf16 ? weights_bf16 + info.offset : nullptr, stream);
+  }
+}
 
 namespace {
 
@@ -90,9 +277,15 @@ class Arena {
 template <typename T>
 class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
  public:
-  Model(const config::ModelConfig& c, const ParamStore& layout, cudaStream_t s)
-      : cfg(c), d(MakeModelDims(c, 1, 0)), blas(s, Deterministic()) {
+  Model(const config::ModelConfig& c, const ParamStore& layout, cudaStream_t s,
+        NcclCommunicator* tp_comm)
+      : cfg(c), blas(s, Deterministic()) {
     stream = s;
+    tp.Init(tp_comm, s);
+    d = MakeModelDims(c, tp.size(), tp.rank());
+    ValidateTpLayout(d);
+    infos = layout.infos();
+    Resolve(layout);  // before any allocation: a Fail here leaks nothing
     total = layout.size();
     ROFORMER_CUDA_CHECK(
         cudaMalloc(reinterpret_cast<void**>(&params), sizeof(float) * std::max<int64_t>(total, 1)));
@@ -103,18 +296,20 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
           cudaMalloc(reinterpret_cast<void**>(&wt), sizeof(bf16) * std::max<int64_t>(total, 1)));
       weights_bf16 = wt;
     }
-    infos = layout.infos();
-    Resolve(layout);
+    BuildGroups();
     const std::vector<float> rope = RopeTable(d.max_positions, d.head_dim);
     ROFORMER_CUDA_CHECK(
         cudaMalloc(reinterpret_cast<void**>(&rope_dev), sizeof(float) * rope.size()));
-    ROFORMER_CUDA_CHECK(
-        cudaMemcpy(rope_dev, rope.data(), sizeof(float) * rope.size(), cudaMemcpyHostToDevice));
+    // On the compute stream (it may be non-blocking); UploadParams synchronises it before `rope`
+    // goes away.
+    ROFORMER_CUDA_CHECK(cudaMemcpyAsync(rope_dev, rope.data(), sizeof(float) * rope.size(),
+                                        cudaMemcpyHostToDevice, stream));
     UploadParams(layout);
     ROFORMER_CUDA_CHECK(cudaMemsetAsync(grads, 0, sizeof(float) * total, stream));
   }
   ~Model() override {
     cudaStreamSynchronize(stream);
+    tp.Synchronize();
     FreeOptimizer();
     cudaFree(params);
     cudaFree(grads);
@@ -127,7 +322,11 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
     ROFORMER_CUDA_CHECK(cudaMemcpyAsync(params, store.params().data(), sizeof(float) * total,
                                         cudaMemcpyHostToDevice, stream));
     if constexpr (std::is_same_v<T, bf16>) ConvertToBf16(params, wt, total, stream);
-    if (adam_m && static_cast<int64_t>(store.adam_m().size()) == total) {
+    if (static_cast<int64_t>(store.adam_m().size()) == total &&
+        static_cast<int64_t>(store.adam_v().size()) == total) {
+      // A store with moments (a checkpoint's, or a fresh CPU store's zeros) restores them, even
+      // on a model that has not stepped yet.
+      EnsureOptimizerState();
       ROFORMER_CUDA_CHECK(cudaMemcpyAsync(adam_m, store.adam_m().data(), sizeof(float) * total,
                                           cudaMemcpyHostToDevice, stream));
       ROFORMER_CUDA_CHECK(cudaMemcpyAsync(adam_v, store.adam_v().data(), sizeof(float) * total,
@@ -162,6 +361,10 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
   int Hl() const { return d.local_heads() * d.head_dim; }
   int Il() const { return d.local_intermediate(); }
   int Vl() const { return d.local_vocab(); }
+  int64_t vocab_start() const { return static_cast<int64_t>(d.tp_rank) * Vl(); }
+  int valid_local_vocab() const {
+    return static_cast<int>(std::clamp<int64_t>(d.vocab - vocab_start(), 0, Vl()));
+  }
   T* Hidden(int i) { return i == 0 ? hidden0 : acts[i - 1].out; }
   T* SequenceOutput() { return cfg.pre_ln() ? final_out : Hidden(d.layers); }
 
@@ -180,7 +383,6 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
   CrossEntropyStats SopHead(const Batch& batch, bool backward, float grad_scale);
 
   config::ModelConfig cfg;
-  ModelDims d;
   Blas blas;
   bf16* wt = nullptr;  // bf16 copy of the master weights (T = bf16 only)
   float* rope_dev = nullptr;
@@ -208,6 +410,8 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
   T *h_g = nullptr, *h_t1 = nullptr, *h_t2 = nullptr, *h_t3 = nullptr, *h_logits = nullptr,
     *h_dg = nullptr, *h_dt3 = nullptr, *h_dt2 = nullptr;
   float *h_mean = nullptr, *h_rstd = nullptr;
+  // vocab-parallel cross-entropy: this shard's per-row summaries and every shard's (all-gathered)
+  double *ce_local = nullptr, *ce_all = nullptr;
 
   int B = 0, L = 0;
   DropoutContext drop;
@@ -217,9 +421,22 @@ template <typename T>
 void Model<T>::Resolve(const ParamStore& layout) {
   const std::string word_name = "roformer.embeddings.word_embeddings.weight";
   if (!layout.has(word_name)) Fail("CudaRoFormerModel: the store has no tensor '", word_name, "'");
-  if (layout.info(word_name).local_shape[0] != d.vocab_padded)
-    Fail("CudaRoFormerModel: the store must come from a tp = 1 model of the same config");
+  const ParamInfo& word_info = layout.info(word_name);
+  if (word_info.local_shape[0] != Vl() || word_info.shard_start != vocab_start() ||
+      word_info.global_shape[0] != d.vocab_padded)
+    Fail("CudaRoFormerModel: the store must come from a model of the same config with tp = ", d.tp,
+         " and tp rank ", d.tp_rank, " (its word embedding shard is rows [", word_info.shard_start,
+         ", ", word_info.shard_start + word_info.local_shape[0], ") of ", word_info.global_shape[0],
+         ")");
   ResolveOffsets(layout, d.layers, E() != H(), cfg.pre_ln(), "CudaRoFormerModel");
+  if (d.layers > 0) {
+    const ParamInfo& q = layout.info("roformer.encoder.layer.0.attention.self.query.weight");
+    const ParamInfo& f = layout.info("roformer.encoder.layer.0.intermediate.dense.weight");
+    if (q.local_shape[0] != Hl() || q.shard_start != static_cast<int64_t>(d.tp_rank) * Hl() ||
+        f.local_shape[0] != Il())
+      Fail("CudaRoFormerModel: the store's attention/FFN shards do not match tp = ", d.tp,
+           ", tp rank ", d.tp_rank);
+  }
 }
 
 template <typename T>
@@ -228,6 +445,7 @@ void Model<T>::Reserve(int b, int l) {
   cap_b = std::max(cap_b, b);
   cap_l = std::max(cap_l, l);
   ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  tp.Synchronize();  // no TP collective may still use the buffers freed here
   arena.Clear();
   const int64_t BL = static_cast<int64_t>(cap_b) * cap_l, H = d.hidden, E = d.embedding;
   const int64_t hl = Hl(), il = Il();
@@ -244,7 +462,8 @@ void Model<T>::Reserve(int b, int l) {
     a.q = arena.Take<T>(BL * hl);
     a.k = arena.Take<T>(BL * hl);
     a.v = arena.Take<T>(BL * hl);
-    a.probs = arena.Take<T>(scores);
+    // model.attention_recompute: P lives in the attention workspace, shared by every layer.
+    a.probs = cfg.attention_recompute() ? nullptr : arena.Take<T>(scores);
     a.ctx = arena.Take<T>(BL * hl);
     a.res1 = arena.Take<T>(BL * H);
     a.ffn_in = arena.Take<T>(BL * H);
@@ -278,6 +497,7 @@ void Model<T>::Reserve(int b, int l) {
   AttentionDims ad{cap_b, cap_l, d.local_heads(), d.head_dim, hl};
   AttentionParams ap;
   ap.dropout.p = 0.5f;  // size for the dropout variant (it needs the extra probability copy)
+  ap.recompute = cfg.attention_recompute();  // and for the shared probabilities
   attn_ws = arena.Take<char>(static_cast<int64_t>(AttentionWorkspaceBytes<T>(ad, ap)));
   const int widest = std::max({d.hidden, d.embedding, d.intermediate, d.vocab_padded});
   ln_ws = arena.Take<char>(static_cast<int64_t>(LayerNormBackwardWorkspaceBytes(widest)));
@@ -308,6 +528,7 @@ void Model<T>::ReserveHead(int64_t m) {
   if (m <= cap_m) return;
   cap_m = m;
   ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  tp.Synchronize();
   head_arena.Clear();
   const int64_t H = d.hidden, E = d.embedding, V = Vl();
   mlm_pos = head_arena.Take<int32_t>(m);
@@ -322,6 +543,8 @@ void Model<T>::ReserveHead(int64_t m) {
   h_dt3 = head_arena.Take<T>(m * E);
   h_dt2 = head_arena.Take<T>(m * E);
   h_dg = head_arena.Take<T>(m * H);
+  ce_local = head_arena.Take<double>(m * kVocabShardStatsWidth);
+  ce_all = head_arena.Take<double>(m * kVocabShardStatsWidth * d.tp);
 }
 
 template <typename T>
@@ -345,7 +568,10 @@ AttentionParams Model<T>::AttnParams(int l) const {
   ap.mean_div = cfg.realformer() && cfg.realformer_running_mean() ? 1.0f / (l + 1) : 1.0f;
   ap.log_n = cfg.attention_scale() == "log_n";
   const int64_t LL = static_cast<int64_t>(L) * L;
-  ap.dropout = Spec(cfg.attention_probs_dropout_prob(), l, kDropAttnProbs, d.heads * LL, 0);
+  // The logical view [B, heads * L * L]: this rank's heads start at column tp_rank * heads' * L*L.
+  ap.dropout = Spec(cfg.attention_probs_dropout_prob(), l, kDropAttnProbs, d.heads * LL,
+                    static_cast<int64_t>(d.tp_rank) * d.local_heads() * LL);
+  ap.recompute = cfg.attention_recompute();
   return ap;
 }
 
@@ -393,8 +619,9 @@ void Model<T>::EncoderForward(const Batch& batch, const DropoutContext& dc) {
       cudaMemcpyAsync(mask, batch.attention_mask.data(), 4 * BL, cudaMemcpyHostToDevice, stream));
 
   // The embedding backward's row groups, built on the host from the host ids (HF padding_idx:
-  // the [PAD] row, id 0, never receives a gradient).
-  BuildEmbeddingGroups(batch.input_ids.data(), BL, 0, Vl(), /*skip_id=*/0, &groups[0]);
+  // the [PAD] row, id 0, never receives a gradient). Word ids outside this rank's vocab shard
+  // are dropped: their rows live on another TP rank.
+  BuildEmbeddingGroups(batch.input_ids.data(), BL, vocab_start(), Vl(), /*skip_id=*/0, &groups[0]);
   BuildEmbeddingGroups(batch.token_type_ids.data(), BL, 0, d.type_vocab, /*skip_id=*/-1,
                        &groups[1]);
   for (int i = 0; i < 2; ++i) {
@@ -407,7 +634,9 @@ void Model<T>::EncoderForward(const Batch& batch, const DropoutContext& dc) {
                                         cudaMemcpyHostToDevice, stream));
   }
 
-  EmbeddingForward<T>(ids, W(word), emb_sum, BL, E, 0, Vl(), false, stream);
+  // Embeddings: word (vocab-parallel: zero rows for ids of other shards, then g) + token type.
+  EmbeddingForward<T>(ids, W(word), emb_sum, BL, E, vocab_start(), Vl(), false, stream);
+  tp.ReduceFromRegionForward(emb_sum, BL * E);
   EmbeddingForward<T>(types, W(type), emb_sum, BL, E, 0, d.type_vocab, true, stream);
   LayerNormForward<T>(emb_sum, P(emb_ln_g), P(emb_ln_b), emb_out, emb_mean, emb_rstd, BL, E,
                       cfg.layer_norm_eps(), stream);
@@ -438,6 +667,7 @@ void Model<T>::LayerForward(int l) {
     LayerNormForward<T>(x, P(w.lna_g), P(w.lna_b), a.attn_in, a.lna_mean, a.lna_rstd, BL, H, eps,
                         stream);
   T* ain = pre ? a.attn_in : x;
+  tp.CopyToRegionForward(ain, BL * H);
   LinearForward<T>(blas, ain, W(w.q_w), P(w.q_b), a.q, BL, H, hl);
   LinearForward<T>(blas, ain, W(w.k_w), P(w.k_b), a.k, BL, H, hl);
   LinearForward<T>(blas, ain, W(w.v_w), P(w.v_b), a.v, BL, H, hl);
@@ -445,7 +675,9 @@ void Model<T>::LayerForward(int l) {
   RopeForward<T>(a.k, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
   AttentionDims ad{B, L, d.local_heads(), d.head_dim, hl};
   AttentionForward<T>(blas, ad, AttnParams(l), a.q, a.k, a.v, mask, carry, a.probs, a.ctx, attn_ws);
+  // Row-parallel output projection: partial sums reduced, then the (replicated) bias.
   LinearForward<T>(blas, a.ctx, W(w.o_w), nullptr, a.res1, BL, hl, H);
+  tp.ReduceFromRegionForward(a.res1, BL * H);
   BiasDropoutResidualForward<T>(Spec(cfg.hidden_dropout_prob(), l, kDropAttnOut, H, 0), a.res1,
                                 P(w.o_b), x, BL, H, stream);
   if (pre) {
@@ -457,9 +689,11 @@ void Model<T>::LayerForward(int l) {
   }
 
   // ---- FFN ----
+  tp.CopyToRegionForward(a.ffn_in, BL * H);
   LinearForward<T>(blas, a.ffn_in, W(w.f1_w), P(w.f1_b), a.ffn_pre, BL, H, il);
   GeluForward<T>(a.ffn_pre, a.ffn_act, BL * il, stream);
   LinearForward<T>(blas, a.ffn_act, W(w.f2_w), nullptr, a.res2, BL, il, H);
+  tp.ReduceFromRegionForward(a.res2, BL * H);
   BiasDropoutResidualForward<T>(Spec(cfg.hidden_dropout_prob(), l, kDropFfnOut, H, 0), a.res2,
                                 P(w.f2_b), pre ? a.res1 : a.ffn_in, BL, H, stream);
   if (!pre) {
@@ -489,13 +723,19 @@ void Model<T>::LayerBackward(int l) {
     dres2 = D1;
   }
   DropoutBackward<T>(ffn_drop, dres2, D2, BL, H, stream);
+  tp.ReduceFromRegionBackward(D2, BL * H);
   LinearBackward<T>(blas, D2, a.ffn_act, W(w.f2_w), dffn, Gr(w.f2_w), Gr(w.f2_b), BL, il, H, false,
                     col_ws);
   GeluBackward<T>(dffn, a.ffn_pre, dffn, BL * il, stream);
   T* dffn_in = pre ? D1 : D2;  // post-LN: D1 still holds dres2 (the residual branch)
-  // One call for dgrad and wgrad (the CPU splits them only to overlap the TP all-reduce).
-  LinearBackward<T>(blas, dffn, a.ffn_in, W(w.f1_w), dffn_in, Gr(w.f1_w), Gr(w.f1_b), BL, H, il,
+  // Column-parallel backward (f): dgrad first; its TP all-reduce (TP stream) overlaps the wgrad
+  // GEMM (compute stream), which reads only dffn and ffn_in; dffn_in is read after the Wait.
+  LinearBackward<T>(blas, dffn, a.ffn_in, W(w.f1_w), dffn_in, nullptr, nullptr, BL, H, il, false,
+                    col_ws);
+  TpPending ffn_reduce = tp.CopyToRegionBackwardAsync(dffn_in, BL * H);
+  LinearBackward<T>(blas, dffn, a.ffn_in, nullptr, nullptr, Gr(w.f1_w), Gr(w.f1_b), BL, H, il,
                     false, col_ws);
+  tp.Wait(ffn_reduce);
   T* dres1;
   if (pre) {
     LayerNormBackward<T>(D1, a.res1, a.lnf_mean, a.lnf_rstd, P(w.lnf_g), G, Gr(w.lnf_g),
@@ -510,17 +750,28 @@ void Model<T>::LayerBackward(int l) {
 
   // ---- attention ----
   DropoutBackward<T>(attn_drop, dres1, D2, BL, H, stream);
+  tp.ReduceFromRegionBackward(D2, BL * H);
   LinearBackward<T>(blas, D2, a.ctx, W(w.o_w), dctx, Gr(w.o_w), Gr(w.o_b), BL, hl, H, false,
                     col_ws);
   AttentionDims ad{B, L, d.local_heads(), d.head_dim, hl};
   AttentionBackward<T>(blas, ad, AttnParams(l), dctx, a.q, a.k, a.v, mask, a.probs, dcarry,
-                       l + 1 < d.layers, dq, dk, dv, attn_ws);
+                       l + 1 < d.layers, dq, dk, dv, attn_ws, carry);
   RopeBackward<T>(dq, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
   RopeBackward<T>(dk, rope_dev, B, L, d.local_heads(), d.head_dim, hl, stream);
   T* dain = pre ? D1 : G;  // pre: G holds dres1 (residual); post: D1 holds dres1
-  LinearBackward<T>(blas, dq, ain, W(w.q_w), dain, Gr(w.q_w), Gr(w.q_b), BL, H, hl, false, col_ws);
-  LinearBackward<T>(blas, dk, ain, W(w.k_w), dain, Gr(w.k_w), Gr(w.k_b), BL, H, hl, true, col_ws);
-  LinearBackward<T>(blas, dv, ain, W(w.v_w), dain, Gr(w.v_w), Gr(w.v_b), BL, H, hl, true, col_ws);
+  // Column-parallel Q/K/V backward (f): the three dgrads into dain, its TP all-reduce overlapping
+  // the three wgrad GEMMs (which read dq/dk/dv and ain, never dain).
+  LinearBackward<T>(blas, dq, ain, W(w.q_w), dain, nullptr, nullptr, BL, H, hl, false, col_ws);
+  LinearBackward<T>(blas, dk, ain, W(w.k_w), dain, nullptr, nullptr, BL, H, hl, true, col_ws);
+  LinearBackward<T>(blas, dv, ain, W(w.v_w), dain, nullptr, nullptr, BL, H, hl, true, col_ws);
+  TpPending qkv_reduce = tp.CopyToRegionBackwardAsync(dain, BL * H);
+  LinearBackward<T>(blas, dq, ain, nullptr, nullptr, Gr(w.q_w), Gr(w.q_b), BL, H, hl, false,
+                    col_ws);
+  LinearBackward<T>(blas, dk, ain, nullptr, nullptr, Gr(w.k_w), Gr(w.k_b), BL, H, hl, false,
+                    col_ws);
+  LinearBackward<T>(blas, dv, ain, nullptr, nullptr, Gr(w.v_w), Gr(w.v_b), BL, H, hl, false,
+                    col_ws);
+  tp.Wait(qkv_reduce);
   if (pre) {
     LayerNormBackward<T>(D1, x, a.lna_mean, a.lna_rstd, P(w.lna_g), G, Gr(w.lna_g), Gr(w.lna_b), BL,
                          H, /*accumulate_dx=*/true, ln_ws, stream);
@@ -541,7 +792,11 @@ void Model<T>::EncoderBackward() {
     ROFORMER_CUDA_CHECK(
         cudaMemcpyAsync(G, d_seq, sizeof(T) * BL * H, cudaMemcpyDeviceToDevice, stream));
   }
-  for (int l = d.layers - 1; l >= 0; --l) LayerBackward(l);
+  GradReady(ready_final_ln);
+  for (int l = d.layers - 1; l >= 0; --l) {
+    LayerBackward(l);
+    GradReady(ready_layer[l]);
+  }
   T* demb = G;
   if (E != H) {
     LinearBackward<T>(blas, G, emb_out, W(proj_w), dE, Gr(proj_w), Gr(proj_b), BL, E, H, false,
@@ -552,12 +807,15 @@ void Model<T>::EncoderBackward() {
                      stream);
   LayerNormBackward<T>(demb, emb_sum, emb_mean, emb_rstd, P(emb_ln_g), dE2, Gr(emb_ln_g),
                        Gr(emb_ln_b), BL, E, false, ln_ws, stream);
+  tp.ReduceFromRegionBackward(dE2, BL * E);
   // Grouped by id on the host (BuildEmbeddingGroups): the CPU's per-element summation order, and
-  // deterministic, with one block per distinct id.
+  // deterministic, with one block per distinct id. The word groups hold this rank's vocab shard
+  // only (HF padding_idx: never the [PAD] row).
   EmbeddingBackwardGrouped<T>(group_ids[0], group_starts[0], group_rows[0],
                               static_cast<int>(groups[0].ids.size()), dE2, Gr(word), E, stream);
   EmbeddingBackwardGrouped<T>(group_ids[1], group_starts[1], group_rows[1],
                               static_cast<int>(groups[1].ids.size()), dE2, Gr(type), E, stream);
+  GradReady(ready_embeddings);
 }
 
 template <typename T>
@@ -589,15 +847,34 @@ CrossEntropyStats Model<T>::MlmHead(const Batch& batch, bool backward, float gra
   GeluForward<T>(h_t1, h_t2, m * E, stream);
   LayerNormForward<T>(h_t2, P(head_ln_g), P(head_ln_b), h_t3, h_mean, h_rstd, m, E,
                       cfg.layer_norm_eps(), stream);
+  // Decoder tied to the (vocab-parallel) word embeddings: a column-parallel linear.
+  tp.CopyToRegionForward(h_t3, m * E);
   LinearForward<T>(blas, h_t3, W(word), P(dec_bias), h_logits, m, E, V);
   const float row_scale = grad_scale / static_cast<float>(m);
-  SoftmaxCrossEntropy<T>(h_logits, mlm_lab, m, V, d.vocab, backward ? h_logits : nullptr, row_scale,
-                         ce_stats, ce_ws, stream);
+  if (!tp.active()) {
+    SoftmaxCrossEntropy<T>(h_logits, mlm_lab, m, V, valid_local_vocab(),
+                           backward ? h_logits : nullptr, row_scale, ce_stats, ce_ws, stream);
+  } else {
+    // Vocab-parallel: the [m, V/tp] logits stay local; one all-gather of 4 doubles per row and
+    // shard replaces the gather of the logits, and the second pass merges the shards in rank
+    // order, so every rank gets the same loss (a shard of padding only still joins).
+    VocabShardStats<T>(h_logits, mlm_lab, m, V, valid_local_vocab(), vocab_start(), ce_local,
+                       stream);
+    tp.AllGather(ce_local, ce_all, m * kVocabShardStatsWidth);
+    VocabParallelCrossEntropy<T>(h_logits, mlm_lab, m, V, valid_local_vocab(), vocab_start(),
+                                 d.vocab, ce_all, d.tp, backward ? h_logits : nullptr, row_scale,
+                                 ce_stats, ce_ws, stream);
+  }
   const CrossEntropyStats st = ReadStats();
   if (!backward) return st;
-  // Tied decoder: its wgrad lands in the word embedding's gradient rows.
-  LinearBackward<T>(blas, h_logits, h_t3, W(word), h_dt3, Gr(word), Gr(dec_bias), m, E, V, false,
+  // Tied decoder: its weight IS the local word-embedding shard, so its wgrad lands in the same
+  // gradient rows as the lookup's. The input grad is partial over vocab shards (f backward): its
+  // all-reduce overlaps the wgrad GEMM, which reads only h_logits and h_t3.
+  LinearBackward<T>(blas, h_logits, h_t3, W(word), h_dt3, nullptr, nullptr, m, E, V, false, col_ws);
+  TpPending dec_reduce = tp.CopyToRegionBackwardAsync(h_dt3, m * E);
+  LinearBackward<T>(blas, h_logits, h_t3, nullptr, nullptr, Gr(word), Gr(dec_bias), m, E, V, false,
                     col_ws);
+  tp.Wait(dec_reduce);
   LayerNormBackward<T>(h_dt3, h_t2, h_mean, h_rstd, P(head_ln_g), h_dt2, Gr(head_ln_g),
                        Gr(head_ln_b), m, E, false, ln_ws, stream);
   GeluBackward<T>(h_dt2, h_t1, h_dt2, m * E, stream);
@@ -668,7 +945,10 @@ LossStats Model<T>::ForwardBackward(const Batch& batch, const DropoutContext& dr
     ls.sop_loss = sop.count > 0 ? sop.loss_sum / sop.count : 0.0;
   }
   ls.loss = ls.mlm_loss + ls.sop_loss;
-  if (backward) EncoderBackward();
+  if (backward) {
+    GradReady(ready_heads);
+    EncoderBackward();
+  }
   ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
   ls.backward_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
@@ -678,11 +958,11 @@ LossStats Model<T>::ForwardBackward(const Batch& batch, const DropoutContext& dr
 }  // namespace
 
 CudaRoFormerModel::CudaRoFormerModel(const config::ModelConfig& cfg, const ParamStore& layout,
-                                     cudaStream_t stream) {
+                                     cudaStream_t stream, NcclCommunicator* tp) {
   if (cfg.precision() == "bf16") {
-    impl_ = std::make_unique<Model<bf16>>(cfg, layout, stream);
+    impl_ = std::make_unique<Model<bf16>>(cfg, layout, stream, tp);
   } else if (cfg.precision() == "fp32" || cfg.precision().empty()) {
-    impl_ = std::make_unique<Model<float>>(cfg, layout, stream);
+    impl_ = std::make_unique<Model<float>>(cfg, layout, stream, tp);
   } else {
     Fail("model.precision must be \"fp32\" or \"bf16\" (got \"", cfg.precision(), "\")");
   }
@@ -705,7 +985,8 @@ void CudaRoFormerModel::DownloadParams(ParamStore* store) const {
   ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   ROFORMER_CUDA_CHECK(cudaMemcpy(store->params().data(), m.params, sizeof(float) * m.total,
                                  cudaMemcpyDeviceToHost));
-  if (m.adam_m && static_cast<int64_t>(store->adam_m().size()) == m.total) {
+  if (m.adam_m && static_cast<int64_t>(store->adam_m().size()) == m.total &&
+      static_cast<int64_t>(store->adam_v().size()) == m.total) {
     ROFORMER_CUDA_CHECK(cudaMemcpy(store->adam_m().data(), m.adam_m, sizeof(float) * m.total,
                                    cudaMemcpyDeviceToHost));
     ROFORMER_CUDA_CHECK(cudaMemcpy(store->adam_v().data(), m.adam_v, sizeof(float) * m.total,
@@ -713,61 +994,27 @@ void CudaRoFormerModel::DownloadParams(ParamStore* store) const {
   }
 }
 
+GradCheck CudaRoFormerModel::CheckGradients() { return impl_->CheckGradients(); }
+
+void CudaRoFormerModel::ApplyAdamW(const AdamWOptions& opt, double lr, int64_t step,
+                                   double grad_norm) {
+  impl_->ApplyAdamW(opt, lr, step, grad_norm);
+}
+
 GradCheck CudaRoFormerModel::AdamWStep(const AdamWOptions& opt, double lr, int64_t step) {
-  Impl& m = *impl_;
-  const int nseg = static_cast<int>(m.infos.size());
-  if (!m.adam_m) {
-    const size_t bytes = sizeof(float) * std::max<int64_t>(m.total, 1);
-    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.adam_m), bytes));
-    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.adam_v), bytes));
-    ROFORMER_CUDA_CHECK(cudaMemsetAsync(m.adam_m, 0, bytes, m.stream));
-    ROFORMER_CUDA_CHECK(cudaMemsetAsync(m.adam_v, 0, bytes, m.stream));
-    // Segments = tensors in store order, as CheckGradients walks them.
-    std::vector<int64_t> offsets;
-    for (const auto& info : m.infos) offsets.push_back(info.offset);
-    offsets.push_back(nseg > 0 ? m.infos.back().offset + m.infos.back().numel : 0);
-    ROFORMER_CUDA_CHECK(
-        cudaMalloc(reinterpret_cast<void**>(&m.seg_offsets), sizeof(int64_t) * offsets.size()));
-    ROFORMER_CUDA_CHECK(cudaMemcpy(m.seg_offsets, offsets.data(), sizeof(int64_t) * offsets.size(),
-                                   cudaMemcpyHostToDevice));
-    ROFORMER_CUDA_CHECK(
-        cudaMalloc(reinterpret_cast<void**>(&m.seg_sums), sizeof(double) * std::max(nseg, 1)));
-    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.norm2), sizeof(double)));
-    ROFORMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&m.first_bad), sizeof(int)));
-    ROFORMER_CUDA_CHECK(cudaMalloc(&m.norm_ws, std::max<size_t>(GradNormWorkspaceBytes(nseg), 1)));
-  }
-  GradSumSquares(m.grads, m.seg_offsets, nseg, m.seg_sums, m.norm2, m.first_bad, m.norm_ws,
-                 m.stream);
-  double n2 = 0;
-  int bad = -1;
-  ROFORMER_CUDA_CHECK(
-      cudaMemcpyAsync(&n2, m.norm2, sizeof(double), cudaMemcpyDeviceToHost, m.stream));
-  ROFORMER_CUDA_CHECK(
-      cudaMemcpyAsync(&bad, m.first_bad, sizeof(int), cudaMemcpyDeviceToHost, m.stream));
-  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  GradCheck gc;
-  gc.norm = std::sqrt(n2);
-  if (bad >= 0) {
-    gc.finite = false;
-    gc.first_bad = m.infos[bad].name;
-    return gc;
-  }
-  const AdamWCoefficients c =
-      MakeAdamWCoefficients(opt.beta1, opt.beta2, opt.eps, lr, step, opt.grad_clip, gc.norm);
-  for (const auto& info : m.infos) {
-    // model/optimizer.cc's decay factor: lr * weight_decay for decayed tensors, else 0.
-    const float decay = info.weight_decay ? static_cast<float>(lr * opt.weight_decay) : 0.0f;
-    AdamWUpdate(c, decay, m.params + info.offset, m.grads + info.offset, m.adam_m + info.offset,
-                m.adam_v + info.offset, info.numel,
-                m.weights_bf16 ? m.weights_bf16 + info.offset : nullptr, m.stream);
-  }
-  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  const GradCheck gc = impl_->CheckGradients();
+  if (!gc.finite) return gc;
+  impl_->ApplyAdamW(opt, lr, step, gc.norm);
+  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
   return gc;
 }
+
+void CudaRoFormerModel::EnsureOptimizerState() { impl_->EnsureOptimizerState(); }
 
 void CudaRoFormerModel::ZeroGrads() {
   ROFORMER_CUDA_CHECK(
       cudaMemsetAsync(impl_->grads, 0, sizeof(float) * impl_->total, impl_->stream));
+  std::fill(impl_->tp_reduced.begin(), impl_->tp_reduced.end(), 0);
 }
 
 LossStats CudaRoFormerModel::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
@@ -776,6 +1023,20 @@ LossStats CudaRoFormerModel::ForwardBackward(const Batch& batch, const DropoutCo
   return impl_->ForwardBackward(batch, dropout, backward, grad_scale, mlm_scale, sop_scale);
 }
 
+void CudaRoFormerModel::SetGradReadyHook(
+    std::function<void(const std::vector<size_t>& infos_indices)> hook) {
+  impl_->grad_ready = std::move(hook);
+}
+
+void CudaRoFormerModel::FinishGradientsTp() {
+  Impl& m = *impl_;
+  m.ReducePartial(m.tp_partial);
+  std::fill(m.tp_reduced.begin(), m.tp_reduced.end(), 0);
+}
+
+const ModelDims& CudaRoFormerModel::dims() const { return impl_->d; }
+const std::vector<ParamInfo>& CudaRoFormerModel::infos() const { return impl_->infos; }
+cudaStream_t CudaRoFormerModel::stream() const { return impl_->stream; }
 float* CudaRoFormerModel::device_params() { return impl_->params; }
 float* CudaRoFormerModel::device_grads() { return impl_->grads; }
 int64_t CudaRoFormerModel::size() const { return impl_->total; }

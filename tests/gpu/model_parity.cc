@@ -5,10 +5,13 @@
 // on the GPU against the fp32 CPU: a sanity bound (2e-2 on the losses, 5e-2 per gradient tensor),
 // since a whole step's bf16 rounding compounds beyond one op's 1e-2. Each GPU step runs twice and
 // must give bit-identical gradients (deterministic mode). Then one optimizer step on both (grad
-// norm + AdamW): the weight updates must agree (1e-4 relative in fp32).
+// norm + AdamW): the weight updates must agree (1e-4 relative in fp32). Also: the grad-ready hook
+// reports the CPU model's groups in its order, and a fresh GPU model built from the stepped store
+// restores its Adam moments (UploadParams). tests/gpu/model_tp_parity.cc covers TP > 1.
 // Exit 0 all passed, 1 a failure, 77 no CUDA device (ctest: skipped).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +23,7 @@
 #include "model/cuda/roformer_model_cuda.h"
 #include "model/optimizer.h"
 #include "model/roformer_model.h"
+#include "tests/gpu/model_parity_inputs.h"
 
 namespace roformer {
 namespace {
@@ -32,47 +36,8 @@ void Report(bool ok, const std::string& what) {
   if (!ok) ++g_failures;
 }
 
-config::ModelConfig BaseConfig() {
-  config::ModelConfig c;
-  c.set_vocab_size(300);  // padded to 384: the padded-vocab masking is exercised
-  c.set_hidden_size(64);
-  c.set_num_hidden_layers(2);
-  c.set_num_attention_heads(4);
-  c.set_intermediate_size(128);
-  c.set_max_position_embeddings(64);
-  c.set_type_vocab_size(2);
-  c.set_layer_norm_eps(1e-12f);
-  c.set_initializer_range(0.1f);
-  c.set_hidden_dropout_prob(0.0f);
-  c.set_attention_probs_dropout_prob(0.0f);
-  return c;
-}
-
-// B = 3, L = 32; row 2 is right-padded to 20 real tokens; ~15 % MLM positions; SOP labels.
-Batch MakeBatch() {
-  Batch b;
-  b.batch = 3;
-  b.seq_len = 32;
-  std::mt19937 g(17);
-  for (int r = 0; r < b.batch; ++r) {
-    const int len = r == 2 ? 20 : b.seq_len;
-    for (int t = 0; t < b.seq_len; ++t) {
-      const bool real = t < len;
-      b.input_ids.push_back(real ? (t == 0 ? 2 : 5 + static_cast<int>(g() % 290)) : 0);
-      b.token_type_ids.push_back(real && t >= len / 2 ? 1 : 0);
-      b.attention_mask.push_back(real ? 1 : 0);
-      if (real && t > 0 && g() % 100 < 15) {
-        b.mlm_positions.push_back(r * b.seq_len + t);
-        b.mlm_labels.push_back(static_cast<int32_t>(g() % 300));
-      }
-    }
-  }
-  b.sop_labels = {0, 1, 0};
-  return b;
-}
-
 void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, bool bf16) {
-  const Batch batch = MakeBatch();
+  const Batch batch = ParityBatch();
   DropoutContext dc;
   dc.enabled = dropout;
   dc.seed = 1234;
@@ -96,7 +61,13 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
   }
   cpu.store().ZeroGrads();
   const float grad_scale = 0.5f;
+  std::vector<std::vector<std::string>> cpu_groups, gpu_groups;
+  cpu.SetGradReadyHook([&](const std::vector<size_t>& ix) {
+    cpu_groups.emplace_back();
+    for (size_t i : ix) cpu_groups.back().push_back(cpu.store().infos()[i].name);
+  });
   const LossStats lc = cpu.ForwardBackward(batch, dc, true, grad_scale);
+  cpu.SetGradReadyHook({});
 
   config::ModelConfig gcfg = cfg;
   gcfg.set_precision(bf16 ? "bf16" : "fp32");
@@ -110,12 +81,20 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
     ~StreamGuard() { cudaStreamDestroy(s); }
   } stream_guard{stream};
   cuda::CudaRoFormerModel gpu(gcfg, cpu.store(), stream);
+  gpu.SetGradReadyHook([&](const std::vector<size_t>& ix) {
+    gpu_groups.emplace_back();
+    for (size_t i : ix) gpu_groups.back().push_back(gpu.infos()[i].name);
+  });
   const LossStats lg = gpu.ForwardBackward(batch, dc, true, grad_scale);
+  gpu.SetGradReadyHook({});
   ParamStore got = cpu.store();
   gpu.DownloadGrads(&got);
 
   const double loss_tol = bf16 ? 2e-2 : 1e-5, grad_tol = bf16 ? 5e-2 : 1e-5;
   const std::string tag = name + (bf16 ? " [gpu bf16]" : " [fp32]");
+  Report(!gpu_groups.empty() && gpu_groups == cpu_groups,
+         tag + ": grad-ready hook: " + std::to_string(gpu_groups.size()) +
+             " groups, the CPU model's groups in its order");
   const double emlm = std::fabs(lg.mlm_loss - lc.mlm_loss) / std::fabs(lc.mlm_loss);
   const double esop = std::fabs(lg.sop_loss - lc.sop_loss) / std::fabs(lc.sop_loss);
   char buf[256];
@@ -201,6 +180,20 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
                 "%.2e, %lld non-finite",
                 tag.c_str(), gg.norm, gc.norm, norm_err, update_err, static_cast<long long>(bad));
   Report(gg.finite && bad == 0 && norm_err <= grad_tol && update_err <= update_tol, buf);
+
+  // Resume: a fresh model built from the stepped store (weights + Adam moments) holds them.
+  {
+    cuda::CudaRoFormerModel resumed(gcfg, got, stream);
+    ParamStore back = got;
+    std::fill(back.adam_m().begin(), back.adam_m().end(), -1.0f);
+    std::fill(back.adam_v().begin(), back.adam_v().end(), -1.0f);
+    resumed.DownloadParams(&back);
+    const bool moved =
+        std::any_of(got.adam_v().begin(), got.adam_v().end(), [](float v) { return v != 0.0f; });
+    Report(moved && back.adam_m() == got.adam_m() && back.adam_v() == got.adam_v() &&
+               back.params() == got.params(),
+           tag + ": UploadParams restores the Adam moments on a fresh model");
+  }
 }
 
 int Main() {
@@ -211,11 +204,11 @@ int Main() {
                 err != cudaSuccess ? cudaGetErrorString(err) : "device count 0");
     return 77;
   }
-  config::ModelConfig plain = BaseConfig();
-  config::ModelConfig real = BaseConfig();
+  config::ModelConfig plain = ParityBaseConfig();
+  config::ModelConfig real = ParityBaseConfig();
   real.set_realformer(true);
   real.set_attention_scale("log_n");
-  config::ModelConfig pre = BaseConfig();
+  config::ModelConfig pre = ParityBaseConfig();
   pre.set_pre_ln(true);
   pre.set_embedding_size(32);  // embeddings_project H != E
   pre.set_realformer(true);
