@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
 #include "launch/command.h"
+#include "model/device_model.h"
 #include "model/flops.h"
 #include "model/roformer_model.h"
 #include "model/synthetic_batches.h"
@@ -65,7 +67,7 @@ int RunBenchTrain(int argc, char** argv) {
     openblas_peak = MeasureSgemmPeakGflops();
     SetGemmBackend(backend);
   }
-  RoFormerModel model(cfg.model(), TpRegion(&grid->tp()));
+  RoFormerModel model(HostModelConfig(cfg), TpRegion(&grid->tp()));
   model.InitWeights(cfg.train().seed());
   SyntheticBatchSource data(cfg.model().vocab_size(), cfg.train().seq_len(), cfg.train().seed());
   TrainerOptions to;
@@ -74,6 +76,11 @@ int RunBenchTrain(int argc, char** argv) {
   to.tp = &grid->tp();
   to.dp = &grid->dp();
   Trainer trainer(cfg, &model, &data, to);
+  // On a device (train.device) MFU is against the device's datasheet peak, not the host SGEMM.
+  const double mfu_peak = trainer.device() ? trainer.device()->PeakGflops() : peak;
+  const std::string peak_label =
+      trainer.device() ? trainer.device()->Describe() + " datasheet"
+                       : std::string("sgemm ") + GemmBackendName(backend) + " measured";
   for (int i = 0; i < warmup; ++i) trainer.Step();
   const double exposed0 = trainer.dp_exposed_seconds(), comm0 = trainer.dp_comm_seconds();
 
@@ -116,22 +123,23 @@ int RunBenchTrain(int argc, char** argv) {
   const int world = grid->world_size();
   std::printf(
       "bench train: shape %s L=%d H=%d A=%d FFN=%d seq %d batch %d tp %d dp %d: %.3f "
-      "s/step (median %.3f), %.0f tokens/s, %.1f GFLOP/s, sgemm peak (%s) %.1f GFLOP/s per "
+      "s/step (median %.3f), %.0f tokens/s, %.1f GFLOP/s, peak (%s) %.1f GFLOP/s per "
       "rank, MFU %.1f%% (of %d x peak), exposed DP comm %.1f%% of step time\n",
       shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
       cfg.train().global_batch(), grid->tp_size(), grid->dp_size(), total / steps,
-      times[times.size() / 2], tok_s, gflops, GemmBackendName(backend), peak,
-      100 * gflops / (peak * world), world, 100 * exposed / total);
+      times[times.size() / 2], tok_s, gflops, peak_label.c_str(), mfu_peak,
+      mfu_peak > 0 ? 100 * gflops / (mfu_peak * world) : 0.0, world, 100 * exposed / total);
   std::printf(
       "{\"shape\":\"%s\",\"layers\":%d,\"hidden\":%d,\"heads\":%d,\"intermediate\":%d,"
       "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"step_seconds\":%.6g,\"tokens_per_s\":%.6g,"
       "\"gflops\":%.6g,\"gemm_peak_gflops\":%.6g,\"mfu\":%.6g,\"tp\":%d,\"dp\":%d,"
       "\"dp_exposed_fraction\":%.6g,\"dp_comm_seconds_per_step\":%.6g,\"gemm_backend\":\"%s\","
-      "\"openblas_peak_gflops\":%.6g}\n",
+      "\"openblas_peak_gflops\":%.6g,\"device\":\"%s\"}\n",
       shape.c_str(), d.layers, d.hidden, d.heads, d.intermediate, cfg.train().seq_len(),
-      cfg.train().global_batch(), steps, total / steps, tok_s, gflops, peak,
-      gflops / (peak * world), grid->tp_size(), grid->dp_size(), exposed / total, comm / steps,
-      GemmBackendName(backend), openblas_peak);
+      cfg.train().global_batch(), steps, total / steps, tok_s, gflops, mfu_peak,
+      mfu_peak > 0 ? gflops / (mfu_peak * world) : 0.0, grid->tp_size(), grid->dp_size(),
+      exposed / total, comm / steps, GemmBackendName(backend), openblas_peak,
+      cfg.train().device().c_str());
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "data/pretrain_batch_source.h"
 #include "data/tokenizer/tokenizer.h"
 #include "launch/command.h"
+#include "model/device_model.h"
 #include "model/roformer_model.h"
 #include "model/trainer.h"
 #include "runtime/config.h"
@@ -93,7 +94,7 @@ int RunPretrain(int argc, char** argv) {
                                     cfg.data().eval_fraction());
   PretrainBatchSource data(corpus, tokenizer.vocab(), PretrainOptionsFromConfig(cfg));
 
-  RoFormerModel model(cfg.model(), TpRegion(&grid->tp()));
+  RoFormerModel model(HostModelConfig(cfg), TpRegion(&grid->tp()));
   model.InitWeights(cfg.train().seed());
   if (rank0) {
     std::ofstream out(run_dir + "/config.textproto");

@@ -13,6 +13,7 @@
 #include "data/pretrain_batch_source.h"
 #include "data/tokenizer/tokenizer.h"
 #include "launch/command.h"
+#include "model/device_model.h"
 #include "model/flops.h"
 #include "model/growth/grow_checkpoint.h"
 #include "model/growth/stage_schedule.h"
@@ -179,7 +180,7 @@ class ScheduleRun {
         OpenOrPrepareCorpus(cfg.data().corpus(), *tok_, cache, cfg.data().eval_fraction());
     PretrainBatchSource data(corpus, tok_->vocab(), PretrainOptionsFromConfig(cfg));
 
-    RoFormerModel model(cfg.model(), TpRegion(&grid_->tp()));
+    RoFormerModel model(HostModelConfig(cfg), TpRegion(&grid_->tp()));
     if (fresh) model.InitWeights(cfg.train().seed());
     if (gemm_peak_ == 0) gemm_peak_ = MeasureSgemmPeakGflops();
     TrainerOptions to;

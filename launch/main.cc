@@ -8,6 +8,9 @@
 #include "launch/command.h"
 #include "runtime/error.h"
 #include "runtime/logging.h"
+#ifdef ROFORMER_HAVE_CUDA_MODEL
+#include "model/cuda/cuda_device_model.h"
+#endif
 
 namespace roformer {
 
@@ -32,6 +35,9 @@ void PrintUsage(std::ostream& os) {
 int main(int argc, char** argv) {
   using namespace roformer;
   InitLogging(argv[0]);
+#ifdef ROFORMER_HAVE_CUDA_MODEL
+  cuda::RegisterCudaDeviceModel();  // train.device = "cuda"
+#endif
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     PrintUsage(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 2 : 0;

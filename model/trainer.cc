@@ -55,7 +55,9 @@ std::string JsonNumber(double v) {
 
 Trainer::~Trainer() = default;
 
-double Trainer::dp_exposed_seconds() const { return reducer_->total_exposed_comm_seconds(); }
+double Trainer::dp_exposed_seconds() const {
+  return device_ ? device_->dp_exposed_seconds() : reducer_->total_exposed_comm_seconds();
+}
 double Trainer::dp_comm_seconds() const { return reducer_->total_comm_seconds(); }
 
 Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data,
@@ -116,9 +118,35 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
       task_grads_.assign(num_tasks_, std::vector<float>(model_->store().grads().size()));
     }
   }
+  if (t.device() != "cpu") {
+    if (weighting_) {
+      Fail("multitask.weighting = \"", cfg_.multitask().weighting(),
+           "\" is not supported with train.device = \"", t.device(),
+           "\" yet (only the unit-weight MLM + SOP sum runs on a device)");
+    }
+    if (cfg_.optimizer().zero_stage() != 0) {
+      Fail("optimizer.zero_stage = ", cfg_.optimizer().zero_stage(),
+           " is not supported with train.device = \"", t.device(),
+           "\" yet (every GPU keeps the full Adam state)");
+    }
+    DeviceModelContext ctx;
+    ctx.cfg = &cfg_;
+    ctx.host = model_;
+    ctx.world = world_;
+    ctx.tp = tp_;
+    ctx.dp = dp_;
+    device_ = MakeDeviceModel(t.device(), ctx);
+    // MFU on a device is a fraction of the device's peak, not of the host's SGEMM.
+    opt_.gemm_peak_gflops = device_->PeakGflops();
+    if (!opt_.quiet) LOG(INFO) << "training on " << device_->Describe();
+  }
   if (!opt_.run_dir.empty() && opt_.tensorboard) {
     tensorboard_ = std::make_unique<TensorBoardWriter>(opt_.run_dir + "/tensorboard");
   }
+}
+
+void Trainer::SyncToHost() {
+  if (device_) device_->DownloadState(&model_->store());
 }
 
 DropoutContext Trainer::LoadMicroBatch(int k, int num_local) {
@@ -146,6 +174,14 @@ void Trainer::AccumulateMicroBatches(float mlm_scale, float sop_scale, bool read
   double flops = 0;
   for (int k = 0; k < num_local; ++k) {
     const DropoutContext drop = LoadMicroBatch(k, num_local);
+    if (device_) {
+      LossStats s = device_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local,
+                                             /*last_micro_batch=*/k == num_local - 1);
+      timer_fwd_ += s.forward_seconds;
+      timer_bwd_ += s.backward_seconds;
+      AddMicroBatchStats(s, num_local, sums, &tokens, &flops);
+      continue;
+    }
     if (ready_hook && k == num_local - 1) {
       // Last micro-batch: gradients become final layer by layer, so DP buckets can start early.
       model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
@@ -159,20 +195,25 @@ void Trainer::AccumulateMicroBatches(float mlm_scale, float sop_scale, bool read
     timer_bwd_ += s.backward_seconds;
     timer_tp_ += model_->tp().blocked_seconds() - tp_before;
     model_->SetGradReadyHook({});
-    sums[0] += s.loss / num_local;
-    sums[1] += s.mlm_loss / num_local;
-    sums[2] += s.sop_loss / num_local;
-    sums[3] += s.mlm_count;
-    sums[4] += s.mlm_correct;
-    sums[5] += s.sop_count;
-    sums[6] += s.sop_correct;
-    tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
-    flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
-                                                  static_cast<double>(s.mlm_count) / batch_.batch,
-                                                  !batch_.sop_labels.empty());
+    AddMicroBatchStats(s, num_local, sums, &tokens, &flops);
   }
   *tokens_out += tokens;
   *flops_out += flops;
+}
+
+void Trainer::AddMicroBatchStats(const LossStats& s, int num_local, double* sums, int64_t* tokens,
+                                 double* flops) const {
+  sums[0] += s.loss / num_local;
+  sums[1] += s.mlm_loss / num_local;
+  sums[2] += s.sop_loss / num_local;
+  sums[3] += s.mlm_count;
+  sums[4] += s.mlm_correct;
+  sums[5] += s.sop_count;
+  sums[6] += s.sop_correct;
+  *tokens += static_cast<int64_t>(batch_.batch) * batch_.seq_len;
+  *flops += batch_.batch * TrainFlopsPerSequence(model_->dims(), batch_.seq_len,
+                                                 static_cast<double>(s.mlm_count) / batch_.batch,
+                                                 !batch_.sop_labels.empty());
 }
 
 void Trainer::GradNormBackward(double* sums, int64_t* tokens, double* flops, StepResult* r) {
@@ -242,7 +283,11 @@ StepResult Trainer::Step() {
   const int R = dp_->size();
   const int num_local = t.global_batch() / (t.micro_batch() * R);
   ParamStore& store = model_->store();
-  store.ZeroGrads();
+  if (device_) {
+    device_->ZeroGrads();
+  } else {
+    store.ZeroGrads();
+  }
 
   StepResult r;
   r.step = step_;
@@ -290,13 +335,23 @@ StepResult Trainer::Step() {
                            num_tasks_ > 1 ? static_cast<float>(r.w_sop) : 1.0f,
                            /*ready_hook=*/true, sums, &tokens, &flops);
   }
-  if (!weighting_ || !weighting_->NeedsGradNorms()) {
-    model_->FinishGradientsTp();
+  double norm = 0;
+  if (device_) {
     auto tr = Clock::now();
-    reducer_->FinishBackward();
+    device_->FinishBackward();
     timer_dp_ += since(tr);
+    const GradCheck gc = device_->CheckGradients();
+    norm = gc.finite ? gc.norm : std::numeric_limits<double>::quiet_NaN();
+    device_bad_tensor_ = gc.finite ? "" : gc.first_bad;
+  } else {
+    if (!weighting_ || !weighting_->NeedsGradNorms()) {
+      model_->FinishGradientsTp();
+      auto tr = Clock::now();
+      reducer_->FinishBackward();
+      timer_dp_ += since(tr);
+    }
+    norm = reducer_->GlobalGradNorm(tp_->size() > 1 ? tp_ : nullptr);
   }
-  const double norm = reducer_->GlobalGradNorm(tp_->size() > 1 ? tp_ : nullptr);
   dp_->AllReduce(std::span<double>(sums, 7));
   r.loss = sums[0] / R;
   r.mlm_loss = sums[1] / R;
@@ -330,6 +385,7 @@ StepResult Trainer::Step() {
     ++skipped_steps_;
     ++consecutive_skips_;
     std::string what = !std::isfinite(r.loss) ? "loss (" + std::to_string(r.loss) + ")"
+                       : device_              ? "gradient in " + device_bad_tensor_
                        : reducer_->nonfinite_tensors().empty()
                            ? std::string("gradient on another rank")
                            : "gradient in " + reducer_->nonfinite_tensors().front();
@@ -350,7 +406,9 @@ StepResult Trainer::Step() {
     o.weight_decay = t.weight_decay();
     o.grad_clip = t.grad_clip();
     const int64_t update = step_ - skipped_steps_ + 1;
-    if (cfg_.optimizer().zero_stage() == 1) {
+    if (device_) {
+      device_->ApplyAdamW(o, r.lr, update, norm);
+    } else if (cfg_.optimizer().zero_stage() == 1) {
       reducer_->OptimizerStepZero1(o, r.lr, update, norm);
     } else {
       AdamWStep(&store, o, r.lr, update, norm);
@@ -383,7 +441,7 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
   const auto& t = cfg_.train();
   double tok_s = window_seconds_ > 0 ? window_tokens_ / window_seconds_ : 0;
   double gflops = window_seconds_ > 0 ? window_flops_ / window_seconds_ / 1e9 : 0;
-  if (opt_.gemm_peak_gflops > 0 && gflops > opt_.gemm_peak_gflops) {
+  if (!device_ && opt_.gemm_peak_gflops > 0 && gflops > opt_.gemm_peak_gflops) {
     // The start-up measurement ran while the machine was busy (the step beat it): measure again
     // and keep the best, so MFU stays a fraction of a peak this process actually reached.
     const double again = MeasureSgemmPeakGflops();
@@ -483,7 +541,9 @@ EvalResult Trainer::Evaluate() {
     if (index % dp_->size() != dp_->rank()) continue;
     int count = static_cast<int>(std::min<int64_t>(t.micro_batch(), n - first));
     data_->Fill(first, count, /*eval=*/true, &b);
-    LossStats s = model_->ForwardBackward(b, DropoutContext{}, /*backward=*/false);
+    LossStats s = device_ ? device_->ForwardBackward(b, DropoutContext{}, /*backward=*/false, 1.0f,
+                                                     /*last_micro_batch=*/false)
+                          : model_->ForwardBackward(b, DropoutContext{}, /*backward=*/false);
     acc[0] += s.mlm_loss * s.mlm_count;
     acc[1] += s.mlm_count;
     acc[2] += s.mlm_correct;
@@ -538,6 +598,7 @@ void Trainer::Run(int64_t max_steps) {
     SaveCheckpointNow();
   }
   WaitForCheckpoint();
+  SyncToHost();
 }
 
 void Trainer::WaitForCheckpoint() {
@@ -581,6 +642,7 @@ void Trainer::SaveCheckpointNow() {
   }
   // ZeRO-1 keeps Adam state only on each rank's share; DP rank 0 writes it, so gather first.
   reducer_->GatherOptimizerState();
+  SyncToHost();
   auto t0 = std::chrono::steady_clock::now();
   auto since = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -610,6 +672,7 @@ bool Trainer::ResumeFromLatest() {
   if (dir.empty()) return false;
   LoadedCheckpoint ck = LoadCheckpoint(dir, /*with_optimizer=*/true);
   RestoreInto(ck, &model_->store(), /*with_optimizer=*/true);
+  if (device_) device_->UploadState(model_->store());
   if (ck.state.seed != cfg_.train().seed()) {
     LOG(WARNING) << "resuming " << dir << " saved with train.seed " << ck.state.seed
                  << " under train.seed " << cfg_.train().seed()

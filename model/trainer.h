@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/batch.h"
+#include "model/device_model.h"
 #include "model/roformer_model.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.pb.h"
@@ -51,6 +52,11 @@ struct TrainerOptions {
   int32_t growth_stage = 0;
   int64_t lr_schedule_start = 0;
 };
+
+// train.device != "cpu": the steps run on a DeviceModel (model/device_model.h) built by the
+// Trainer from the registered backend; the RoFormerModel passed in is the host copy of the state.
+// Not combined (Fail at construction): a multitask.weighting other than the unit-weight sum and
+// optimizer.zero_stage = 1.
 
 struct EvalResult {
   double mlm_loss = 0, mlm_acc = 0, sop_loss = 0, sop_acc = 0;
@@ -101,6 +107,10 @@ class Trainer {
   int64_t step() const { return step_; }
   int64_t consumed_samples() const { return consumed_samples_; }
   const std::vector<StepResult>& history() const { return history_; }
+  // Copies a device model's weights and Adam moments into the host model (Run does it before it
+  // returns; a no-op on the CPU).
+  void SyncToHost();
+  const DeviceModel* device() const { return device_.get(); }
   // Total seconds this rank waited for DP gradient collectives after backward (not hidden).
   double dp_exposed_seconds() const;
   // Total seconds the DP communicator spent on gradient collectives.
@@ -114,6 +124,10 @@ class Trainer {
   DropoutContext LoadMicroBatch(int k, int num_local);
   void AccumulateMicroBatches(float mlm_scale, float sop_scale, bool ready_hook, double* sums,
                               int64_t* tokens, double* flops);
+  // Adds one micro-batch's losses and counts to the step sums (layout: see Step) and its tokens and
+  // FLOPs.
+  void AddMicroBatchStats(const LossStats& s, int num_local, double* sums, int64_t* tokens,
+                          double* flops) const;
   void GradNormBackward(double* sums, int64_t* tokens, double* flops, StepResult* r);
 
   // One metrics record: a JSON line in metrics.jsonl and the same scalars in TensorBoard.
@@ -135,6 +149,8 @@ class Trainer {
   Communicator* tp_ = nullptr;
   Communicator* dp_ = nullptr;
   std::unique_ptr<GradReducer> reducer_;
+  std::unique_ptr<DeviceModel> device_;  // train.device != "cpu"
+  std::string device_bad_tensor_;        // first non-finite gradient of the last device step
   std::unique_ptr<AsyncCheckpointer> async_ckpt_;  // checkpoint.async
   int64_t last_saved_step_ = -1;
   bool progress_line_ = false;  // stderr is a terminal: show a live progress line

@@ -232,6 +232,9 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (t.max_consecutive_skips() <= 0) {
     bad("train.max_consecutive_skips", t.max_consecutive_skips(), "must be > 0");
   }
+  if (t.device() != "cpu" && t.device() != "cuda") {
+    bad("train.device", "\"" + t.device() + "\"", "must be \"cpu\" or \"cuda\"");
+  }
   if (!(t.mask_prob() > 0 && t.mask_prob() < 1))
     bad("train.mask_prob", t.mask_prob(), "must be in (0, 1)");
 

@@ -111,53 +111,15 @@ GradReducer::~GradReducer() {
 
 void GradReducer::BuildBuckets() {
   const auto& infos = store_->infos();
-  const int64_t cap = std::max<int64_t>(1, opt_.bucket_bytes / static_cast<int64_t>(sizeof(float)));
-  const int64_t first =
-      std::max<int64_t>(1, opt_.first_bucket_bytes / static_cast<int64_t>(sizeof(float)));
-  tensor_buckets_.assign(infos.size(), {});
-  Bucket cur;
-  int64_t cur_n = 0;
-  auto close_bucket = [&] {
-    if (!cur.pieces.empty()) buckets_.push_back(std::move(cur));
-    cur = Bucket();
-    cur_n = 0;
-  };
-  for (size_t t = infos.size(); t-- > 0;) {
-    const int64_t lo = infos[t].offset, n = infos[t].numel;
-    if (n == 0) continue;
-    if (n > cap) {
-      // Only a tensor larger than a whole bucket is split: full-size pieces from the top (backward
-      // order), the remainder opens the next bucket and later tensors may join it.
-      close_bucket();
-      int64_t top = lo + n;
-      while (top - lo > cap) {
-        Bucket b;
-        b.pieces.push_back({t, top - cap, top});
-        buckets_.push_back(std::move(b));
-        top -= cap;
-      }
-      cur.pieces.push_back({t, lo, top});
-      cur_n = top - lo;
-      continue;
-    }
-    // Bucket 0 is capped at `first`, but like DDP it always takes at least one whole tensor.
-    const int64_t limit = buckets_.empty() ? first : cap;
-    if (!cur.pieces.empty() && cur_n + n > limit) close_bucket();
-    cur.pieces.push_back({t, lo, lo + n});
-    cur_n += n;
-  }
-  close_bucket();
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    Bucket& bk = buckets_[b];
-    bk.end = bk.pieces.front().end;
-    bk.begin = bk.pieces.back().begin;
-    for (size_t i = 1; i < bk.pieces.size(); ++i) {
-      CHECK_EQ(bk.pieces[i].end, bk.pieces[i - 1].begin) << "ParamStore buffer is not contiguous";
-    }
+  for (GradBucket& planned : PlanGradBuckets(infos, opt_.bucket_bytes, opt_.first_bucket_bytes)) {
+    Bucket bk;
+    static_cast<GradBucket&>(bk) = std::move(planned);
     bk.total_tensors = static_cast<int>(bk.pieces.size());
     bk.pending = bk.total_tensors;
-    for (const Piece& p : bk.pieces) tensor_buckets_[p.tensor].push_back(static_cast<int>(b));
+    buckets_.push_back(std::move(bk));
   }
+  std::vector<GradBucket> plain(buckets_.begin(), buckets_.end());
+  tensor_buckets_ = BucketsOfTensors(plain, infos.size());
 }
 
 void GradReducer::MarkReady(const std::string& tensor_name) {
@@ -194,7 +156,7 @@ void GradReducer::Launch(int b) {
   const bool staged = opt_.zero_stage == 1 && wire;  // ZeRO-1 sends from a padded staging copy
   // Non-finite check BEFORE the collective (after it every rank would see the NaN, and the rank
   // that produced it could no longer be told apart), fused with the pre-scaling pass.
-  for (const Piece& p : bk.pieces) {
+  for (const GradBucketPiece& p : bk.pieces) {
     const int64_t len = p.end - p.begin;
     float* out = staged        ? send_.data() + bk.send_offset + (p.begin - bk.begin)
                  : div != 1.0f ? g + p.begin

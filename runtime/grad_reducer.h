@@ -31,6 +31,7 @@
 
 #include "model/optimizer.h"
 #include "runtime/comm.h"
+#include "runtime/grad_buckets.h"
 #include "runtime/param_store.h"
 
 namespace roformer {
@@ -114,18 +115,12 @@ class GradReducer {
   const std::vector<int>& last_launch_order() const { return launch_order_; }
 
  private:
-  struct Piece {
-    size_t tensor;
-    int64_t begin, end;
-  };
-  struct Bucket {
-    int64_t begin = 0, end = 0;  // flat range
-    std::vector<Piece> pieces;   // in reverse declaration order
-    int total_tensors = 0;       // distinct tensors with a piece here
-    int pending = 0;             // tensors not yet marked ready this step
-    int64_t block = 0;           // ZeRO-1: ceil(n / dp), elements per rank on the wire
-    int64_t send_offset = 0;     // ZeRO-1: offset of the padded (block * dp) send staging
-    int64_t recv_offset = 0;     // ZeRO-1: offset of the (block) receive staging
+  struct Bucket : GradBucket {  // layout: runtime/grad_buckets.h
+    int total_tensors = 0;      // distinct tensors with a piece here
+    int pending = 0;            // tensors not yet marked ready this step
+    int64_t block = 0;          // ZeRO-1: ceil(n / dp), elements per rank on the wire
+    int64_t send_offset = 0;    // ZeRO-1: offset of the padded (block * dp) send staging
+    int64_t recv_offset = 0;    // ZeRO-1: offset of the (block) receive staging
     CommHandle handle;
     bool launched = false;
   };

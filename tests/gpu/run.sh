@@ -65,8 +65,8 @@ if [ -n "$prebuilt" ]; then
 elif timeout "$(cap 300)" cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 >"$aux/configure.log" 2>&1; then
   grep -E '^-- roformer' "$aux/configure.log"
-  targets=(roformer_cuda cuda_host_test op_parity gpu_bench model_parity model_bench)
-  grep -q 'NCCL communicator ON' "$aux/configure.log" && targets+=(nccl_allreduce)
+  targets=(roformer_cuda cuda_host_test op_parity gpu_bench model_parity model_bench roformer)
+  grep -q 'NCCL communicator ON' "$aux/configure.log" && targets+=(nccl_allreduce model_tp_parity)
 else
   log "full project configure failed; last lines of configure.log:"
   tail -n 6 "$aux/configure.log"
@@ -135,8 +135,8 @@ if has model_parity; then
   esac
 fi
 if [ "$mode" = full ]; then
-  log "ctest -L gpu (the NCCL test; the parity binaries ran above)"
-  (cd "$build" && timeout "$(cap 120)" ctest -L gpu -E 'gpu_op_parity|gpu_model_parity' -V) \
+  log "ctest -L gpu (NCCL, TP parity, the trainer on the GPU; the parity binaries ran above)"
+  (cd "$build" && timeout "$(cap 200)" ctest -L gpu -E 'gpu_op_parity|gpu_model_parity' -V) \
     >"$out/ctest_gpu.log" 2>&1
   rc=$?
   grep -E 'tests passed|Skipped|Failed|Not Run|\*\*\*' "$out/ctest_gpu.log" | head -n 10
@@ -145,7 +145,10 @@ if [ "$mode" = full ]; then
     grep -E '^ *[0-9]+ +bf16' >"$aux/nccl_bw.txt"
   verdict=$([ $rc -eq 0 ] && echo 'passed or skipped' || echo FAIL)
   passed=$(grep -E '% tests passed' "$out/ctest_gpu.log" | head -n 1)
-  note "ctest -L gpu (nccl): $verdict ($passed)"
+  note "ctest -L gpu (nccl, tp, trainer): $verdict ($passed)"
+  # train_parity.sh's verdict lines: the trainer on the GPU against the CPU trainer.
+  while IFS= read -r line; do note "trainer: $line"; done < <(sed -E 's/^[0-9]+: //' \
+    "$out/ctest_gpu.log" | grep -E '^(PASS|FAIL) (fp32|bf16|GPU resume)')
   [ $rc -eq 0 ] || rc_all=1
 else
   note "ctest -L gpu / NCCL: NOT RUN ($mode build has no MPI/NCCL test)"
@@ -172,6 +175,25 @@ if has model_bench; then
        tail -n 15 "$out/model_bench.log"
        rc_all=1 ;;
   esac
+fi
+
+if has roformer && [ $no_device -eq 0 ]; then
+  # The same step through the trainer (`roformer bench train`, train.device = cuda): data, the
+  # loss read-back, the optimizer and the step bookkeeping included.
+  for sl in 128 512; do
+    mb=$([ "$sl" = 128 ] && echo 256 || echo 64)
+    log "trainer step on the GPU: bench train, BERT-base bf16, seq $sl x $mb"
+    timeout "$(cap 90)" "$build/roformer" bench train --shape base --steps 5 --warmup 2 \
+      --set train.device=cuda --set model.precision=bf16 --set train.seq_len=$sl \
+      --set train.micro_batch=$mb --set train.global_batch=$mb \
+      >>"$out/model_bench.log" 2>&1
+    rc=$?
+    line=$(grep -m1 "^bench train: .* seq $sl " "$out/model_bench.log" | sed -E 's/.*: ([0-9.]+ s\/step).*, ([0-9]+ tokens\/s).*(MFU [0-9.]+%).*/\1, \2, \3/')
+    case $rc in
+      0) note "trainer bench seq $sl: ${line:-no result line}" ;;
+      *) note "trainer bench seq $sl: FAILED rc=$rc (see model_bench.log)"; rc_all=1 ;;
+    esac
+  done
 fi
 
 # ---- 4. the table, last ----
