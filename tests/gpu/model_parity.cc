@@ -225,6 +225,16 @@ int Main() {
         }(),
         true, bf16);
     RunCase(
+        "post-LN RealFormer log-n, attention_recompute, dropout 0.1",
+        [&] {
+          auto c = real;
+          c.set_attention_recompute(true);
+          c.set_hidden_dropout_prob(0.1f);
+          c.set_attention_probs_dropout_prob(0.1f);
+          return c;
+        }(),
+        true, bf16);
+    RunCase(
         "pre-LN E!=H RealFormer running mean, dropout 0.1",
         [&] {
           auto c = pre;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tensor parallelism is exact: TP=2 and TP=4 forward/backward/logits vs the tp=1 model (Post-LN +
-# RealFormer, Pre-LN, log_n; dropout on), bad layouts, 20 AdamW steps TP=2 vs tp=1, replicated
-# tensors bit-identical across TP, tied embeddings, and two TP=2 runs bit-identical.
+# RealFormer, Pre-LN, log_n, attention recomputation; dropout on), bad layouts, 20 AdamW steps
+# TP=2 vs tp=1, replicated tensors bit-identical across TP, tied embeddings, and two TP=2 runs
+# bit-identical.
 set -euo pipefail
 bin_dir=$(dirname "$1")
 prog="$bin_dir/tp_model_check"

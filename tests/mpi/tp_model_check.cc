@@ -78,6 +78,10 @@ config::ModelConfig TinyConfig(const std::string& variant) {
   } else if (variant == "log_n") {
     c.set_attention_scale("log_n");
     c.set_embedding_size(24);
+  } else if (variant == "recompute") {
+    // Each TP rank rebuilds its own heads' RealFormer carry in the backward.
+    c.set_attention_recompute(true);
+    c.set_attention_scale("log_n");
   }
   return c;
 }
@@ -475,7 +479,7 @@ int main(int argc, char** argv) {
   try {
     if (mode == "forward") {
       if (g_rank == 0) KernelCheck();
-      for (const char* v : {"post", "pre_ln", "log_n"}) ForwardCheck(*grid, v);
+      for (const char* v : {"post", "pre_ln", "log_n", "recompute"}) ForwardCheck(*grid, v);
       BadLayoutCheck(*grid);
       std::printf(
           "rank %d tp %d forward: worst loss rel %.3g, logits rel %.3g, grad rel %.3g (%s)\n",
