@@ -58,7 +58,10 @@ Trainer::~Trainer() = default;
 double Trainer::dp_exposed_seconds() const {
   return device_ ? device_->dp_exposed_seconds() : reducer_->total_exposed_comm_seconds();
 }
-double Trainer::dp_comm_seconds() const { return reducer_->total_comm_seconds(); }
+double Trainer::dp_comm_seconds() const {
+  // A device reducer's busy time is not measured (only its exposed part, from events).
+  return device_ ? 0.0 : reducer_->total_comm_seconds();
+}
 
 Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* data,
                  TrainerOptions opt)

@@ -113,7 +113,7 @@ class Trainer {
   const DeviceModel* device() const { return device_.get(); }
   // Total seconds this rank waited for DP gradient collectives after backward (not hidden).
   double dp_exposed_seconds() const;
-  // Total seconds the DP communicator spent on gradient collectives.
+  // Total seconds the DP communicator spent on gradient collectives (0 on a device: not measured).
   double dp_comm_seconds() const;
 
  private:
