@@ -36,7 +36,8 @@ inline uint16_t F32ToBf16Bits(float x) {
 }
 
 // Row-by-row conversion of a stored [rows, cols] fp32 matrix (row stride ld) to a compact bf16 one.
-void ConvertToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+[[maybe_unused]] void ConvertToBf16(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                                    uint16_t* dst) {
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     const float* s = src + r * ld;

@@ -9,7 +9,7 @@
 //  4. A composed BERT-base training step: the exact kernel sequence of one step (embeddings, 12
 //     post-LN encoder layers with RoPE and RealFormer on/off, masked-only MLM head with the tied
 //     decoder and fused cross-entropy, backward, grad norm, AdamW on fp32 master weights with a
-//     bf16 copy) on real buffers. It is NOT the model code (model/ has no CUDA path yet): it times
+//     bf16 copy) on real buffers. It is NOT the model code (model_bench times that): it times
 //     what a CUDA step must execute, in tokens/s and MFU = FLOPs/token (anchors §8: 6 N_nonemb +
 //     12 L s h + MLM decoder) x tokens/s / 989 TFLOP/s.
 // Inputs are non-zero random values; every number is the median of several timed repetitions

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -89,9 +90,15 @@ int Main() {
         gpu.ZeroGrads();
         ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
         const auto t0 = std::chrono::steady_clock::now();
-        gpu.ForwardBackward(batch, dc, true);  // returns after the device finished
-        gpu.AdamWStep(opt, 1e-4, i + 1);       // grad norm (read back) + AdamW, synchronised
+        const LossStats ls = gpu.ForwardBackward(batch, dc, true);  // returns when finished
+        const GradCheck gc = gpu.AdamWStep(opt, 1e-4, i + 1);      // norm read back + AdamW
         const auto t1 = std::chrono::steady_clock::now();
+        // A broken step (non-finite loss, or gradients that make AdamW skip) would time short.
+        if (!std::isfinite(ls.loss) || !gc.finite) {
+          std::printf("FAIL: step %d: loss %g, gradients %s (first bad: %s)\n", i, ls.loss,
+                      gc.finite ? "finite" : "NOT finite", gc.first_bad.c_str());
+          return 1;
+        }
         if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
       }
       std::sort(ms.begin(), ms.end());

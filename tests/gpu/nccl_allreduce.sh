@@ -16,4 +16,12 @@ if ! command -v mpirun >/dev/null 2>&1; then
   echo "SKIPPED: $n GPUs but no mpirun to start one rank per GPU"
   exit 77
 fi
-exec mpirun --oversubscribe -np "$n" "$bin"
+if [ "$n" -eq 1 ]; then
+  exec "$bin"  # one GPU: a singleton, no launcher needed
+fi
+extra=()
+# Open MPI's flags only: MPICH's mpiexec rejects them.
+if mpirun --version 2>&1 | grep -q "Open MPI"; then
+  extra=(--allow-run-as-root --oversubscribe)
+fi
+exec mpirun ${extra[@]+"${extra[@]}"} -np "$n" "$bin"

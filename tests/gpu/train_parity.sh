@@ -40,19 +40,24 @@ python3 - "$T" <<'PY'
 import json, sys
 T = sys.argv[1]
 def losses(name):
-    return [json.loads(l)["loss"] for l in open(f"{T}/{name}/metrics.jsonl") if '"loss"' in l]
+    # A non-finite loss is written as null: keep it as NaN so the checks below FAIL, not crash.
+    return [float("nan") if r["loss"] is None else r["loss"]
+            for r in (json.loads(l) for l in open(f"{T}/{name}/metrics.jsonl") if '"loss"' in l)]
 cpu32, gpu32, gpu16, split = (losses(n) for n in ("cpu32", "gpu32", "gpu16", "gpu_split"))
 ok = True
 def check(what, cond, detail):
     global ok
     print(("PASS " if cond else "FAIL ") + what + ": " + detail)
     ok &= cond
-rel = lambda a, b: abs(a - b) / max(abs(b), 1e-12)
+rel = lambda a, b: abs(a - b) / max(abs(b), 1e-12)  # NaN compares false: a NaN fails every bound
+check("CPU reference ran 30 steps", len(cpu32) == 30, f"{len(cpu32)} steps")
 check("fp32 step 1", rel(gpu32[0], cpu32[0]) <= 1e-5, f"gpu {gpu32[0]!r} cpu {cpu32[0]!r}")
 worst = max(rel(g, c) for g, c in zip(gpu32, cpu32))
-check("fp32 30 steps", len(gpu32) == 30 and worst <= 2e-3, f"max rel diff {worst:.2e}")
+check("fp32 30 steps", len(gpu32) == 30 and worst <= 2e-3 and all(
+    r == r for r in gpu32), f"max rel diff {worst:.2e}")
 worst16 = max(rel(g, c) for g, c in zip(gpu16, cpu32))
-check("bf16 30 steps vs CPU fp32", len(gpu16) == 30 and worst16 <= 3e-2, f"max rel diff {worst16:.2e}")
+check("bf16 30 steps vs CPU fp32", len(gpu16) == 30 and worst16 <= 3e-2 and all(
+    r == r for r in gpu16), f"max rel diff {worst16:.2e}")
 check("bf16 loss falls", gpu16[-1] < gpu16[0], f"{gpu16[0]:.4f} -> {gpu16[-1]:.4f}")
 check("GPU resume", split == gpu32, f"{len(split)} steps, identical = {split == gpu32}")
 sys.exit(0 if ok else 1)
