@@ -302,8 +302,11 @@ void MemoryOps(cudaStream_t s) {
   int32_t* labels = AllocIds(rows, kVocab, 21);
   auto* stats = Alloc<CrossEntropyDeviceStats>(1);
   void* cews = Alloc<char>(static_cast<int64_t>(CrossEntropyWorkspaceBytes(rows)));
+  // The gradient goes to its own buffer: in place, every repetition after the first would run on
+  // the previous gradients (near zero) instead of random logits. Same bytes moved either way.
+  bf16* dlogits = Alloc<bf16>(rows * kVocabPadded, 0.0f);
   BwRow(s, "fused cross-entropy fwd+bwd [4915,30592]", rows * kVocabPadded * 2 * e, [&] {
-    SoftmaxCrossEntropy<bf16>(logits, labels, rows, kVocabPadded, kVocab, logits, 1e-4f, stats,
+    SoftmaxCrossEntropy<bf16>(logits, labels, rows, kVocabPadded, kVocab, dlogits, 1e-4f, stats,
                               cews, s);
   });
   FreeAll();
