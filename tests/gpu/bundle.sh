@@ -28,11 +28,12 @@ mkdir -p "$build"
 if [ $full -eq 1 ]; then
   build=$root/build-gpu-bundle-full
   dest=$build/bundle
+  mkdir -p "$build"
   # DNNL=OFF: a set, non-NOTFOUND value stops find_library, and if(DNNL) is false.
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DROFORMER_NATIVE=OFF -DDNNL=OFF >"$build.configure.log" 2>&1 ||
-    { tail -n 20 "$build.configure.log"; exit 2; }
-  grep -q "CUDA backend ON" "$build.configure.log" || { echo "no CUDA in this build"; exit 2; }
+    -DROFORMER_NATIVE=OFF -DDNNL=OFF >"$build/configure.log" 2>&1 ||
+    { tail -n 20 "$build/configure.log"; exit 2; }
+  grep -q "CUDA backend ON" "$build/configure.log" || { echo "no CUDA in this build"; exit 2; }
   targets=(roformer model_parity model_bench op_parity gpu_bench cuda_host_test)
 else
   cmake -S "$root/tests/gpu" -B "$build" -DCMAKE_BUILD_TYPE=Release \

@@ -46,19 +46,7 @@ void RunCase(const std::string& name, config::ModelConfig cfg, bool dropout, boo
   cfg.set_precision("fp32");
   RoFormerModel cpu(cfg);
   cpu.InitWeights(42);
-  // Non-trivial LayerNorm and bias parameters, so a swapped gamma/beta or a lost bias shows.
-  {
-    std::mt19937 g(5);
-    std::normal_distribution<float> nd(0.0f, 0.1f);
-    for (const auto& info : cpu.store().infos()) {
-      const bool ln = info.name.find("LayerNorm") != std::string::npos ||
-                      info.name.find("final_layer_norm") != std::string::npos;
-      const bool bias = info.name.size() > 5 && info.name.rfind(".bias") == info.name.size() - 5;
-      if (!ln && !bias) continue;
-      float* p = cpu.store().params().data() + info.offset;
-      for (int64_t i = 0; i < info.numel; ++i) p[i] += nd(g);
-    }
-  }
+  PerturbNormsAndBiases(&cpu.store());
   cpu.store().ZeroGrads();
   const float grad_scale = 0.5f;
   std::vector<std::vector<std::string>> cpu_groups, gpu_groups;

@@ -1,12 +1,15 @@
 // The inputs shared by the GPU model parity programs (model_parity.cc, model_tp_parity.cc): a
-// small model config and one batch with padding, MLM positions and SOP labels.
+// small model config, one batch with padding, MLM positions and SOP labels, and the parameter
+// perturbation applied after InitWeights.
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <string>
 
 #include "model/batch.h"
 #include "runtime/config.pb.h"
+#include "runtime/param_store.h"
 
 namespace roformer {
 
@@ -48,6 +51,21 @@ inline Batch ParityBatch() {
   }
   b.sop_labels = {0, 1, 0};
   return b;
+}
+
+// Non-trivial LayerNorm and bias parameters (on top of InitWeights), so a swapped gamma/beta or a
+// lost bias shows in the parity checks.
+inline void PerturbNormsAndBiases(ParamStore* store) {
+  std::mt19937 g(5);
+  std::normal_distribution<float> nd(0.0f, 0.1f);
+  for (const auto& info : store->infos()) {
+    const bool ln = info.name.find("LayerNorm") != std::string::npos ||
+                    info.name.find("final_layer_norm") != std::string::npos;
+    const bool bias = info.name.size() > 5 && info.name.rfind(".bias") == info.name.size() - 5;
+    if (!ln && !bias) continue;
+    float* p = store->params().data() + info.offset;
+    for (int64_t i = 0; i < info.numel; ++i) p[i] += nd(g);
+  }
 }
 
 }  // namespace roformer

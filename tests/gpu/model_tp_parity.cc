@@ -154,17 +154,8 @@ void RunCase(NcclGrid& grid, const std::string& name, config::ModelConfig cfg, b
   // The TP = 1 CPU reference, identical on every rank.
   RoFormerModel ref(cfg);
   ref.InitWeights(42);
+  PerturbNormsAndBiases(&ref.store());
   {
-    std::mt19937 g(5);
-    std::normal_distribution<float> nd(0.0f, 0.1f);
-    for (const auto& info : ref.store().infos()) {
-      const bool ln = info.name.find("LayerNorm") != std::string::npos ||
-                      info.name.find("final_layer_norm") != std::string::npos;
-      const bool bias = info.name.size() > 5 && info.name.rfind(".bias") == info.name.size() - 5;
-      if (!ln && !bias) continue;
-      float* p = ref.store().params().data() + info.offset;
-      for (int64_t i = 0; i < info.numel; ++i) p[i] += nd(g);
-    }
     // The padded rows of the word embedding and MLM bias stay zero (the layout's invariant).
     const ParamInfo& bias = ref.store().info("cls.predictions.bias");
     for (int64_t i = cfg.vocab_size(); i < bias.numel; ++i)
