@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/cross_entropy.h"  // CrossEntropyStats, kVocabShardStatsWidth
+#include "kernels/cpu/cross_entropy.h"  // kVocabShardStatsWidth
 #include "kernels/cpu/rope.h"           // RopeTable (host)
 #include "kernels/cuda/gemm_cublas.h"
 #include "kernels/cuda/ops.h"
@@ -315,6 +315,8 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
     cudaFree(grads);
     if constexpr (std::is_same_v<T, bf16>) cudaFree(wt);
     cudaFree(rope_dev);
+    if (ev_start) cudaEventDestroy(ev_start);
+    if (ev_forward) cudaEventDestroy(ev_forward);
   }
 
   void UploadParams(const ParamStore& store) override {
@@ -378,9 +380,10 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
   void LayerForward(int l);
   void EncoderBackward();
   void LayerBackward(int l);
-  CrossEntropyStats ReadStats();
-  CrossEntropyStats MlmHead(const Batch& batch, bool backward, float grad_scale);
-  CrossEntropyStats SopHead(const Batch& batch, bool backward, float grad_scale);
+  // The heads leave their loss statistics on the device (ce_stats[0] MLM, [1] SOP); the step
+  // reads both back once, at its end, so the host never waits in the middle of a step.
+  void MlmHead(const Batch& batch, bool backward, float grad_scale);
+  void SopHead(const Batch& batch, bool backward, float grad_scale);
 
   config::ModelConfig cfg;
   Blas blas;
@@ -403,7 +406,9 @@ class Model final : public CudaRoFormerModel::Impl, public ParamRefs {
   // Embedding-backward groups of the last forward (host lists, device copies): word, token type.
   EmbeddingGroups groups[2];
   int32_t *group_ids[2] = {}, *group_starts[2] = {}, *group_rows[2] = {};
-  CrossEntropyDeviceStats* ce_stats = nullptr;
+  CrossEntropyDeviceStats* ce_stats = nullptr;           // [2]: MLM, SOP
+  std::vector<int32_t> cls_host;                         // [CLS] rows: the source of an async copy
+  cudaEvent_t ev_start = nullptr, ev_forward = nullptr;  // forward time without a host wait
   T *sop_cls = nullptr, *sop_pre = nullptr, *sop_pool = nullptr, *sop_logits = nullptr,
     *sop_dpool = nullptr, *sop_dcls = nullptr;
   int32_t *sop_labels = nullptr, *mlm_pos = nullptr, *mlm_lab = nullptr;
@@ -512,7 +517,7 @@ void Model<T>::Reserve(int b, int l) {
   mask = arena.Take<int32_t>(BL);
   cls_index = arena.Take<int32_t>(cap_b);
   sop_labels = arena.Take<int32_t>(cap_b);
-  ce_stats = arena.Take<CrossEntropyDeviceStats>(1);
+  ce_stats = arena.Take<CrossEntropyDeviceStats>(2);
   ce_ws = arena.Take<char>(static_cast<int64_t>(CrossEntropyWorkspaceBytes(
       std::max<int64_t>(BL, cap_b))));  // MLM rows are at most BL, SOP rows B
   sop_cls = arena.Take<T>(cap_b * H);
@@ -819,21 +824,12 @@ void Model<T>::EncoderBackward() {
 }
 
 template <typename T>
-CrossEntropyStats Model<T>::ReadStats() {
-  CrossEntropyDeviceStats s{};
-  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(&s, ce_stats, sizeof(s), cudaMemcpyDeviceToHost, stream));
-  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  CrossEntropyStats st;
-  st.loss_sum = s.loss_sum;
-  st.count = s.count;
-  st.correct = s.correct;
-  return st;
-}
-
-template <typename T>
-CrossEntropyStats Model<T>::MlmHead(const Batch& batch, bool backward, float grad_scale) {
+void Model<T>::MlmHead(const Batch& batch, bool backward, float grad_scale) {
   const int64_t m = static_cast<int64_t>(batch.mlm_positions.size());
-  if (m == 0) return {};
+  if (m == 0) {
+    ROFORMER_CUDA_CHECK(cudaMemsetAsync(ce_stats, 0, sizeof(CrossEntropyDeviceStats), stream));
+    return;
+  }
   if (batch.mlm_labels.size() != batch.mlm_positions.size())
     Fail("CudaRoFormerModel: mlm_positions and mlm_labels differ in size");
   ReserveHead(m);
@@ -865,8 +861,7 @@ CrossEntropyStats Model<T>::MlmHead(const Batch& batch, bool backward, float gra
                                  d.vocab, ce_all, d.tp, backward ? h_logits : nullptr, row_scale,
                                  ce_stats, ce_ws, stream);
   }
-  const CrossEntropyStats st = ReadStats();
-  if (!backward) return st;
+  if (!backward) return;
   // Tied decoder: its weight IS the local word-embedding shard, so its wgrad lands in the same
   // gradient rows as the lookup's. The input grad is partial over vocab shards (f backward): its
   // all-reduce overlaps the wgrad GEMM, which reads only h_logits and h_t3.
@@ -886,16 +881,15 @@ CrossEntropyStats Model<T>::MlmHead(const Batch& batch, bool backward, float gra
   bool distinct = true;
   for (const int32_t p : batch.mlm_positions) distinct &= seen[p]++ == 0;
   ScatterAddRows<T>(h_dg, mlm_pos, d_seq, m, H, /*deterministic=*/!distinct, stream);
-  return st;
 }
 
 template <typename T>
-CrossEntropyStats Model<T>::SopHead(const Batch& batch, bool backward, float grad_scale) {
+void Model<T>::SopHead(const Batch& batch, bool backward, float grad_scale) {
   const int H = d.hidden;
-  std::vector<int32_t> cls(B);
-  for (int b = 0; b < B; ++b) cls[b] = b * L;
+  cls_host.resize(B);
+  for (int b = 0; b < B; ++b) cls_host[b] = b * L;
   ROFORMER_CUDA_CHECK(
-      cudaMemcpyAsync(cls_index, cls.data(), 4 * B, cudaMemcpyHostToDevice, stream));
+      cudaMemcpyAsync(cls_index, cls_host.data(), 4 * B, cudaMemcpyHostToDevice, stream));
   ROFORMER_CUDA_CHECK(
       cudaMemcpyAsync(sop_labels, batch.sop_labels.data(), 4 * B, cudaMemcpyHostToDevice, stream));
   GatherRows<T>(SequenceOutput(), cls_index, sop_cls, B, H, stream);
@@ -904,10 +898,8 @@ CrossEntropyStats Model<T>::SopHead(const Batch& batch, bool backward, float gra
   LinearForward<T>(blas, sop_pool, W(cls_w), P(cls_b), sop_logits, B, H, 2);
   const float row_scale = grad_scale / static_cast<float>(B);
   SoftmaxCrossEntropy<T>(sop_logits, sop_labels, B, 2, 2, backward ? sop_logits : nullptr,
-                         row_scale, ce_stats, ce_ws, stream);
-  // `cls` must outlive the asynchronous copy above: ReadStats synchronises the stream.
-  const CrossEntropyStats st = ReadStats();
-  if (!backward) return st;
+                         row_scale, ce_stats + 1, ce_ws, stream);
+  if (!backward) return;
   LinearBackward<T>(blas, sop_logits, sop_pool, W(cls_w), sop_dpool, Gr(cls_w), Gr(cls_b), B, H, 2,
                     false, col_ws);
   TanhBackward<T>(sop_dpool, sop_pool, sop_dpool, static_cast<int64_t>(B) * H, stream);
@@ -915,43 +907,52 @@ CrossEntropyStats Model<T>::SopHead(const Batch& batch, bool backward, float gra
                     false, col_ws);
   // [CLS] rows are distinct: the parallel kernel is exact here.
   ScatterAddRows<T>(sop_dcls, cls_index, d_seq, B, H, /*deterministic=*/false, stream);
-  return st;
 }
 
 template <typename T>
 LossStats Model<T>::ForwardBackward(const Batch& batch, const DropoutContext& dropout,
                                     bool backward, float grad_scale, float mlm_scale,
                                     float sop_scale) {
+  if (!ev_start) {
+    ROFORMER_CUDA_CHECK(cudaEventCreate(&ev_start));
+    ROFORMER_CUDA_CHECK(cudaEventCreate(&ev_forward));
+  }
   const auto t0 = std::chrono::steady_clock::now();
+  ROFORMER_CUDA_CHECK(cudaEventRecord(ev_start, stream));
   EncoderForward(batch, dropout);
   const int64_t BL = static_cast<int64_t>(B) * L;
   if (backward) ROFORMER_CUDA_CHECK(cudaMemsetAsync(d_seq, 0, sizeof(T) * BL * H(), stream));
-  ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  LossStats ls;
-  const auto t1 = std::chrono::steady_clock::now();
-  ls.forward_seconds = std::chrono::duration<double>(t1 - t0).count();
-  const CrossEntropyStats mlm =
-      MlmHead(batch, backward && mlm_scale != 0.0f, grad_scale * mlm_scale);
-  ls.mlm_count = mlm.count;
-  ls.mlm_correct = mlm.correct;
-  ls.mlm_loss = mlm.count > 0 ? mlm.loss_sum / mlm.count : 0.0;
-  if (!batch.sop_labels.empty()) {
-    if (batch.sop_labels.size() != static_cast<size_t>(B))
-      Fail("CudaRoFormerModel: ", batch.sop_labels.size(), " sop_labels for ", B, " sequences");
-    const CrossEntropyStats sop =
-        SopHead(batch, backward && sop_scale != 0.0f, grad_scale * sop_scale);
-    ls.sop_count = sop.count;
-    ls.sop_correct = sop.correct;
-    ls.sop_loss = sop.count > 0 ? sop.loss_sum / sop.count : 0.0;
-  }
-  ls.loss = ls.mlm_loss + ls.sop_loss;
+  ROFORMER_CUDA_CHECK(cudaEventRecord(ev_forward, stream));
+  const bool sop = !batch.sop_labels.empty();
+  if (sop && batch.sop_labels.size() != static_cast<size_t>(B))
+    Fail("CudaRoFormerModel: ", batch.sop_labels.size(), " sop_labels for ", B, " sequences");
+  MlmHead(batch, backward && mlm_scale != 0.0f, grad_scale * mlm_scale);
+  if (sop) SopHead(batch, backward && sop_scale != 0.0f, grad_scale * sop_scale);
   if (backward) {
     GradReady(ready_heads);
     EncoderBackward();
   }
+  // The one host wait of the step: both heads' statistics, after the whole step ran.
+  CrossEntropyDeviceStats st[2] = {};
+  ROFORMER_CUDA_CHECK(cudaMemcpyAsync(st, ce_stats, sizeof(CrossEntropyDeviceStats) * (sop ? 2 : 1),
+                                      cudaMemcpyDeviceToHost, stream));
   ROFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  ls.backward_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  LossStats ls;
+  ls.mlm_count = st[0].count;
+  ls.mlm_correct = st[0].correct;
+  ls.mlm_loss = st[0].count > 0 ? st[0].loss_sum / st[0].count : 0.0;
+  if (sop) {
+    ls.sop_count = st[1].count;
+    ls.sop_correct = st[1].correct;
+    ls.sop_loss = st[1].count > 0 ? st[1].loss_sum / st[1].count : 0.0;
+  }
+  ls.loss = ls.mlm_loss + ls.sop_loss;
+  // Device time of the forward (events); the rest of the wall time counts as backward + heads.
+  float fwd_ms = 0;
+  ROFORMER_CUDA_CHECK(cudaEventElapsedTime(&fwd_ms, ev_start, ev_forward));
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ls.forward_seconds = std::min(total, fwd_ms / 1e3);
+  ls.backward_seconds = total - ls.forward_seconds;
   return ls;
 }
 
