@@ -81,7 +81,8 @@ class CudaDeviceModel final : public DeviceModel {
     if (dp > 1) {
       reducer_ = std::make_unique<CudaGradReducer>(
           model_->infos(), model_->device_grads(), stream_, grid_.dp.get(),
-          static_cast<int64_t>(cfg_.parallel().dp_bucket_mb()) << 20, int64_t{1} << 20);
+          static_cast<int64_t>(cfg_.parallel().dp_bucket_mb()) << 20, int64_t{1} << 20,
+          tp > 1 && cfg_.parallel().gpu_dp_on_tp_stream() ? grid_.tp->stream() : nullptr);
     }
 #endif
     peak_ = DatasheetPeakGflops(prop_, cfg_.model().precision() == "bf16");

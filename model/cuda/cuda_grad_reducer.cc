@@ -19,8 +19,8 @@ void Check(cudaError_t e, const char* what) {
 
 CudaGradReducer::CudaGradReducer(const std::vector<ParamInfo>& infos, float* grads,
                                  cudaStream_t compute, NcclCommunicator* dp, int64_t bucket_bytes,
-                                 int64_t first_bucket_bytes)
-    : grads_(grads), compute_(compute), dp_(dp) {
+                                 int64_t first_bucket_bytes, cudaStream_t comm_stream)
+    : grads_(grads), compute_(compute), dp_(dp), comm_(comm_stream ? comm_stream : dp->stream()) {
   CHECK(grads_ != nullptr && dp_ != nullptr);
   buckets_ = PlanGradBuckets(infos, bucket_bytes, first_bucket_bytes);
   tensor_buckets_ = BucketsOfTensors(buckets_, infos.size());
@@ -36,12 +36,13 @@ CudaGradReducer::CudaGradReducer(const std::vector<ParamInfo>& infos, float* gra
   int64_t largest = 0;
   for (const GradBucket& bk : buckets_) largest = std::max(largest, bk.end - bk.begin);
   LOG(INFO) << "GPU grad reducer: " << buckets_.size() << " buckets (largest " << largest
-            << " elements), dp " << dp_->size() << ", NCCL all-reduce (avg) on the DP stream";
+            << " elements), dp " << dp_->size() << ", NCCL all-reduce (avg) on the "
+            << (comm_ == dp_->stream() ? "DP side stream" : "TP stream");
 }
 
 CudaGradReducer::~CudaGradReducer() {
   // Collectives of an abandoned step may still read the buffer: let the DP stream drain first.
-  cudaStreamSynchronize(dp_->stream());
+  cudaStreamSynchronize(comm_);
   for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
   cudaEventDestroy(backward_done_);
   cudaEventDestroy(reduced_);
@@ -64,16 +65,16 @@ void CudaGradReducer::Launch(int b) {
   // The bucket's last gradient kernel is already on the compute stream: the DP stream starts the
   // all-reduce once the compute stream reaches this point, and the compute stream goes on.
   Check(cudaEventRecord(ready_events_[b], compute_), "cudaEventRecord");
-  Check(cudaStreamWaitEvent(dp_->stream(), ready_events_[b], 0), "cudaStreamWaitEvent");
+  Check(cudaStreamWaitEvent(comm_, ready_events_[b], 0), "cudaStreamWaitEvent");
   float* g = grads_ + bk.begin;
-  dp_->AllReduceDevice(g, g, static_cast<size_t>(bk.end - bk.begin), ncclFloat32, ncclAvg);
+  dp_->AllReduceDevice(g, g, static_cast<size_t>(bk.end - bk.begin), ncclFloat32, ncclAvg, comm_);
 }
 
 void CudaGradReducer::FinishBackward() {
   if (timing_pending_) exposed_seconds();  // fold the previous step's events in first
   while (next_launch_ < num_buckets()) Launch(next_launch_++);
   Check(cudaEventRecord(backward_done_, compute_), "cudaEventRecord");
-  Check(cudaEventRecord(reduced_, dp_->stream()), "cudaEventRecord");
+  Check(cudaEventRecord(reduced_, comm_), "cudaEventRecord");
   Check(cudaStreamWaitEvent(compute_, reduced_, 0), "cudaStreamWaitEvent");
   timing_pending_ = true;
   next_launch_ = 0;

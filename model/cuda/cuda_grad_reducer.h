@@ -35,9 +35,12 @@ namespace roformer::cuda {
 class CudaGradReducer {
  public:
   // `grads`: the device flat gradient buffer laid out as `infos`; `compute`: the stream backward
-  // runs on; `dp`: the NCCL data-parallel communicator. All must outlive the reducer.
+  // runs on; `dp`: the NCCL data-parallel communicator; `comm_stream`: where the all-reduces run
+  // (null = dp's own side stream; parallel.gpu_dp_on_tp_stream passes the TP stream). All must
+  // outlive the reducer.
   CudaGradReducer(const std::vector<ParamInfo>& infos, float* grads, cudaStream_t compute,
-                  NcclCommunicator* dp, int64_t bucket_bytes, int64_t first_bucket_bytes);
+                  NcclCommunicator* dp, int64_t bucket_bytes, int64_t first_bucket_bytes,
+                  cudaStream_t comm_stream = nullptr);
   ~CudaGradReducer();
   CudaGradReducer(const CudaGradReducer&) = delete;
   CudaGradReducer& operator=(const CudaGradReducer&) = delete;
@@ -59,6 +62,7 @@ class CudaGradReducer {
   float* grads_;
   cudaStream_t compute_;
   NcclCommunicator* dp_;
+  cudaStream_t comm_;  // the stream the all-reduces run on
   std::vector<GradBucket> buckets_;
   std::vector<std::vector<int>> tensor_buckets_;
   std::vector<int> pending_;               // per bucket: pieces not yet ready this step
