@@ -40,10 +40,12 @@ class DeviceModel {
 
   virtual void ZeroGrads() = 0;
   // As RoFormerModel::ForwardBackward: gradients accumulate (+=) on the device, scaled by
-  // grad_scale. `last_micro_batch`: the step's final micro-batch, whose backward may start the
+  // grad_scale, with mlm_scale / sop_scale weighting the two losses (multitask.weighting; 0 skips
+  // that backward). `last_micro_batch`: the step's final micro-batch, whose backward may start the
   // data-parallel reduction of each gradient bucket as soon as that bucket is final.
   virtual LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout,
-                                    bool backward, float grad_scale, bool last_micro_batch) = 0;
+                                    bool backward, float grad_scale, float mlm_scale,
+                                    float sop_scale, bool last_micro_batch) = 0;
   // Completes the data-parallel reduction: afterwards every DP rank holds the gradients averaged
   // over DP (and TP fix-ups are done).
   virtual void FinishBackward() = 0;

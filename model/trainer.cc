@@ -122,10 +122,12 @@ Trainer::Trainer(const config::Config& cfg, RoFormerModel* model, BatchSource* d
     }
   }
   if (t.device() != "cpu") {
-    if (weighting_) {
+    if (weighting_ && weighting_->NeedsGradNorms()) {
+      // gradnorm keeps one reduced gradient per task and their shared-parameter norms on the
+      // host (GradNormBackward): not ported to a device.
       Fail("multitask.weighting = \"", cfg_.multitask().weighting(),
            "\" is not supported with train.device = \"", t.device(),
-           "\" yet (only the unit-weight MLM + SOP sum runs on a device)");
+           "\" yet (every other weighting scheme is)");
     }
     if (cfg_.optimizer().zero_stage() != 0) {
       Fail("optimizer.zero_stage = ", cfg_.optimizer().zero_stage(),
@@ -179,7 +181,8 @@ void Trainer::AccumulateMicroBatches(float mlm_scale, float sop_scale, bool read
     const DropoutContext drop = LoadMicroBatch(k, num_local);
     if (device_) {
       LossStats s = device_->ForwardBackward(batch_, drop, /*backward=*/true, 1.0f / num_local,
-                                             /*last_micro_batch=*/k == num_local - 1);
+                                             mlm_scale, sop_scale,
+                                             /*last_micro_batch=*/ready_hook && k == num_local - 1);
       timer_fwd_ += s.forward_seconds;
       timer_bwd_ += s.backward_seconds;
       AddMicroBatchStats(s, num_local, sums, &tokens, &flops);
@@ -314,8 +317,10 @@ StepResult Trainer::Step() {
     if (weighting_->NeedsCurrentLosses()) {
       double pre[2] = {0, 0};
       for (int k = 0; k < num_local; ++k) {
-        LossStats s = model_->ForwardBackward(batch_, LoadMicroBatch(k, num_local),
-                                              /*backward=*/false);
+        const DropoutContext drop = LoadMicroBatch(k, num_local);
+        LossStats s = device_ ? device_->ForwardBackward(batch_, drop, /*backward=*/false, 1.0f,
+                                                         1.0f, 1.0f, /*last_micro_batch=*/false)
+                              : model_->ForwardBackward(batch_, drop, /*backward=*/false);
         timer_fwd_ += s.forward_seconds + s.backward_seconds;
         pre[0] += s.mlm_loss / num_local;
         pre[1] += s.sop_loss / num_local;
@@ -545,7 +550,7 @@ EvalResult Trainer::Evaluate() {
     int count = static_cast<int>(std::min<int64_t>(t.micro_batch(), n - first));
     data_->Fill(first, count, /*eval=*/true, &b);
     LossStats s = device_ ? device_->ForwardBackward(b, DropoutContext{}, /*backward=*/false, 1.0f,
-                                                     /*last_micro_batch=*/false)
+                                                     1.0f, 1.0f, /*last_micro_batch=*/false)
                           : model_->ForwardBackward(b, DropoutContext{}, /*backward=*/false);
     acc[0] += s.mlm_loss * s.mlm_count;
     acc[1] += s.mlm_count;

@@ -55,7 +55,7 @@ struct TrainerOptions {
 
 // train.device != "cpu": the steps run on a DeviceModel (model/device_model.h) built by the
 // Trainer from the registered backend; the RoFormerModel passed in is the host copy of the state.
-// Not combined (Fail at construction): a multitask.weighting other than the unit-weight sum and
+// Not combined (Fail at construction): multitask.weighting = "gradnorm" and
 // optimizer.zero_stage = 1.
 
 struct EvalResult {

@@ -107,7 +107,8 @@ class CudaDeviceModel final : public DeviceModel {
   void ZeroGrads() override { model_->ZeroGrads(); }
 
   LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout, bool backward,
-                            float grad_scale, bool last_micro_batch) override {
+                            float grad_scale, float mlm_scale, float sop_scale,
+                            bool last_micro_batch) override {
 #ifdef ROFORMER_HAVE_NCCL
     if (backward && last_micro_batch && reducer_) {
       model_->SetGradReadyHook([this](const std::vector<size_t>& ix) {
@@ -115,7 +116,8 @@ class CudaDeviceModel final : public DeviceModel {
       });
     }
 #endif
-    LossStats s = model_->ForwardBackward(batch, dropout, backward, grad_scale);
+    LossStats s =
+        model_->ForwardBackward(batch, dropout, backward, grad_scale, mlm_scale, sop_scale);
     model_->SetGradReadyHook({});
     return s;
   }

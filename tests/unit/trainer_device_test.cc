@@ -47,13 +47,15 @@ class MirrorDevice : public DeviceModel {
   }
   void ZeroGrads() override { model_.store().ZeroGrads(); }
   LossStats ForwardBackward(const Batch& batch, const DropoutContext& dropout, bool backward,
-                            float grad_scale, bool last_micro_batch) override {
+                            float grad_scale, float mlm_scale, float sop_scale,
+                            bool last_micro_batch) override {
     if (backward && last_micro_batch) {
       model_.SetGradReadyHook([this](const std::vector<size_t>& ix) {
         for (size_t i : ix) reducer_.MarkReady(i);
       });
     }
-    LossStats s = model_.ForwardBackward(batch, dropout, backward, grad_scale);
+    LossStats s =
+        model_.ForwardBackward(batch, dropout, backward, grad_scale, mlm_scale, sop_scale);
     model_.SetGradReadyHook({});
     if (!backward) ++forward_only;
     return s;
@@ -87,7 +89,7 @@ void RegisterMirror() {
       "cpu-mirror", [](const DeviceModelContext& c) { return std::make_unique<MirrorDevice>(c); });
 }
 
-config::Config TinyConfig(const std::string& device) {
+config::Config TinyConfig(const std::string& device, const std::string& weighting = "fixed") {
   config::Config cfg = ResolveConfig(
       "", {"model.vocab_size=200", "model.hidden_size=16", "model.num_hidden_layers=2",
            "model.num_attention_heads=2", "model.intermediate_size=32",
@@ -96,6 +98,7 @@ config::Config TinyConfig(const std::string& device) {
            "train.lr=1e-3", "train.log_every=1", "train.eval_every=3", "train.eval_samples=8",
            "checkpoint.every=3"});
   cfg.mutable_train()->set_device(device);
+  cfg.mutable_multitask()->set_weighting(weighting);
   return cfg;
 }
 
@@ -106,8 +109,9 @@ struct RunOutput {
 };
 
 // `split`: run the first `split` steps, then a fresh model + trainer resumes from the checkpoint.
-RunOutput Train(const std::string& device, const std::string& ckpt_dir, int split = 0) {
-  config::Config cfg = TinyConfig(device);
+RunOutput Train(const std::string& device, const std::string& ckpt_dir, int split = 0,
+                const std::string& weighting = "fixed") {
+  config::Config cfg = TinyConfig(device, weighting);
   SyntheticBatchSource data(200, 16, 11);
   TrainerOptions opt;
   opt.quiet = true;
@@ -212,6 +216,26 @@ TEST_F(TrainerDevice, CheckpointsAreInterchangeableBetweenDevices) {
   EXPECT_TRUE(fresh.store().params() == cpu.params);
 }
 
+TEST_F(TrainerDevice, MultitaskWeightingSchemesRunOnTheDevice) {
+  // The per-task loss scales reach the device's backward, and the schemes that need this step's
+  // losses run their forward-only pre-pass there; the scheme state survives a resume on the device.
+  for (const char* scheme : {"realtime", "uncertainty", "genmean", "init"}) {
+    SCOPED_TRACE(scheme);
+    const RunOutput cpu = Train("cpu", Dir(std::string("cpu_") + scheme), 0, scheme);
+    MirrorDevice::forward_only = 0;
+    const RunOutput dev = Train("cpu-mirror", Dir(std::string("dev_") + scheme), 3, scheme);
+    ExpectSameRun(cpu, dev);
+    for (size_t i = 0; i < cpu.history.size(); ++i) {
+      EXPECT_EQ(cpu.history[i].w_mlm, dev.history[i].w_mlm) << "step " << i;
+      EXPECT_EQ(cpu.history[i].w_sop, dev.history[i].w_sop) << "step " << i;
+    }
+    // The weights really moved away from the unit sum somewhere in the run.
+    bool weighted = false;
+    for (const StepResult& r : dev.history) weighted |= r.w_mlm != 1.0 || r.w_sop != 1.0;
+    EXPECT_TRUE(weighted);
+  }
+}
+
 TEST_F(TrainerDevice, UnsupportedCombinationsFailNamingTheField) {
   SyntheticBatchSource data(200, 16, 11);
   TrainerOptions opt;
@@ -229,7 +253,7 @@ TEST_F(TrainerDevice, UnsupportedCombinationsFailNamingTheField) {
   z.mutable_optimizer()->set_zero_stage(1);
   expect_error(z, "optimizer.zero_stage");
   config::Config w = TinyConfig("cpu-mirror");
-  w.mutable_multitask()->set_weighting("uncertainty");
+  w.mutable_multitask()->set_weighting("gradnorm");
   expect_error(w, "multitask.weighting");
   expect_error(TinyConfig("no-such-device"), "train.device = \"no-such-device\"");
   // The config schema itself only accepts the two real backends.
