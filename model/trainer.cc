@@ -345,10 +345,12 @@ StepResult Trainer::Step() {
   }
   double norm = 0;
   if (device_) {
+    // FinishBackward only enqueues; the host first waits for the DP reduction in CheckGradients,
+    // so the DP timer spans both (the norm itself is one small kernel).
     auto tr = Clock::now();
     device_->FinishBackward();
-    timer_dp_ += since(tr);
     const GradCheck gc = device_->CheckGradients();
+    timer_dp_ += since(tr);
     norm = gc.finite ? gc.norm : std::numeric_limits<double>::quiet_NaN();
     device_bad_tensor_ = gc.finite ? "" : gc.first_bad;
   } else {
