@@ -262,6 +262,7 @@ void Session::BuildModel() {
     ck = std::make_unique<LoadedCheckpoint>(LoadCheckpoint(args_.init, /*with_optimizer=*/false));
     if (!ck->manifest.has_model()) Fail(ck->dir, ": checkpoint manifest has no model config");
     mc_ = ck->manifest.model();
+    ApplyRunTimeModelOptions(cfg_, &mc_);
     if (vocab_path.empty()) {
       vocab_path = ck->manifest.vocab().path();
       if (vocab_path.empty() || !fs::exists(vocab_path)) {

@@ -1,5 +1,9 @@
 #include "model/finetune_batch.h"
 
+#include <glog/logging.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
 #include <algorithm>
 
 #include "model/heads/head_params.h"
@@ -54,6 +58,20 @@ EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneC
     e.d_seq = d_seq_buf->data();
   }
   return e;
+}
+
+void ApplyRunTimeModelOptions(const config::FinetuneConfig& cfg, config::ModelConfig* trained) {
+  if (!cfg.has_model()) return;
+  const config::ModelConfig& want = cfg.model();
+  if (want.has_attention_recompute()) trained->set_attention_recompute(want.attention_recompute());
+  std::vector<const google::protobuf::FieldDescriptor*> set;
+  want.GetReflection()->ListFields(want, &set);
+  for (const auto* f : set) {
+    if (f->name() == "attention_recompute") continue;
+    LOG(WARNING) << "model." << f->name()
+                 << " is ignored with --init: the checkpoint's model config is used (only "
+                    "model.attention_recompute may change)";
+  }
 }
 
 }  // namespace roformer

@@ -35,4 +35,9 @@ EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneC
                                    const Batch& batch, bool train, uint64_t step, uint32_t micro,
                                    std::vector<float>* d_seq_buf);
 
+// With --init the model config is the checkpoint's (`trained`), except for the options that only
+// trade memory for compute and never change the parameters: model.attention_recompute set in
+// `cfg` wins. Every other model.* field set in `cfg` is ignored with a warning naming it.
+void ApplyRunTimeModelOptions(const config::FinetuneConfig& cfg, config::ModelConfig* trained);
+
 }  // namespace roformer

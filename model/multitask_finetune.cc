@@ -150,6 +150,7 @@ void MultitaskSession::BuildModel() {
   LoadedCheckpoint ck = LoadCheckpoint(args_.init, /*with_optimizer=*/false);
   if (!ck.manifest.has_model()) Fail(ck.dir, ": checkpoint manifest has no model config");
   mc_ = ck.manifest.model();
+  ApplyRunTimeModelOptions(cfg_, &mc_);
   std::string vocab_path = args_.vocab;
   if (vocab_path.empty()) {
     vocab_path = ck.manifest.vocab().path();
