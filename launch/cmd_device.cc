@@ -3,6 +3,7 @@
 #include <string>
 
 #include "launch/command.h"
+#include "model/device_model.h"
 #ifdef ROFORMER_HAVE_CUDA
 #include "kernels/cuda/device_query.h"
 #endif
@@ -12,6 +13,9 @@ namespace {
 
 int RunDevice(int, char**) {
   std::cout << "cpu: available\n";
+  std::string backends = "cpu";
+  for (const std::string& n : RegisteredDeviceModels()) backends += ", " + n;
+  std::cout << "train.device backends in this build: " << backends << "\n";
 #ifdef ROFORMER_HAVE_CUDA
   std::string devices = cuda::DescribeDevices();
   if (!devices.empty() && devices.back() != '\n') devices += '\n';
