@@ -26,6 +26,7 @@ int RunPretrain(int argc, char** argv) {
   Flags flags(argc, argv, {"config", "set", "run-dir", "no-resume!", "force!", "max-steps"});
   if (!flags.positional().empty()) Fail("unexpected argument '", flags.positional()[0], "'");
   config::Config cfg = ResolveConfig(flags.Get("config"), flags.GetAll("set"));
+  RequireDeviceModel(cfg.train().device());
   const std::string run_dir = flags.Get("run-dir", "runs/pretrain");
 
   GridOptions go;

@@ -270,6 +270,7 @@ int RunSchedule(int argc, char** argv) {
   const int vocab_size = tokenizer.vocab().size();
   const StagePlan plan = LoadStagePlan(plan_path, vocab_size, sets);
   for (const ResolvedStage& s : plan.stages) {
+    RequireDeviceModel(s.cfg.train().device());
     if (s.cfg.model().vocab_size() != vocab_size) {
       Fail(s.where, ": model.vocab_size = ", s.cfg.model().vocab_size(), " but data.vocab ",
            c0.data().vocab(), " has ", vocab_size, " entries");

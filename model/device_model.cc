@@ -38,23 +38,30 @@ std::vector<std::string> RegisteredDeviceModels() {
   return names;
 }
 
+namespace {
+
+DeviceModelFactory FindFactory(const std::string& device) {
+  std::lock_guard<std::mutex> lock(RegistryMutex());
+  auto it = Registry().find(device);
+  return it == Registry().end() ? DeviceModelFactory() : it->second;
+}
+
+}  // namespace
+
+void RequireDeviceModel(const std::string& device) {
+  if (device == "cpu" || FindFactory(device)) return;
+  std::string have = "cpu";
+  for (const std::string& n : RegisteredDeviceModels()) have += ", " + n;
+  Fail("train.device = \"", device, "\": this build has no such backend (available: ", have,
+       device == "cuda" ? "; the CUDA backend is built when nvcc is found at configure time, "
+                          "see docs/cuda.md)"
+                        : ")");
+}
+
 std::unique_ptr<DeviceModel> MakeDeviceModel(const std::string& device,
                                              const DeviceModelContext& context) {
-  DeviceModelFactory factory;
-  {
-    std::lock_guard<std::mutex> lock(RegistryMutex());
-    auto it = Registry().find(device);
-    if (it != Registry().end()) factory = it->second;
-  }
-  if (!factory) {
-    std::string have = "cpu";
-    for (const std::string& n : RegisteredDeviceModels()) have += ", " + n;
-    Fail("train.device = \"", device, "\": this build has no such backend (available: ", have,
-         device == "cuda" ? "; the CUDA backend is built when nvcc is found at configure time, "
-                            "see docs/cuda.md)"
-                          : ")");
-  }
-  return factory(context);
+  RequireDeviceModel(device);
+  return FindFactory(device)(context);
 }
 
 }  // namespace roformer

@@ -81,8 +81,11 @@ using DeviceModelFactory =
 void RegisterDeviceModel(const std::string& device, DeviceModelFactory factory);
 // Names registered so far ("cpu" is always valid and never registered: it is the host path).
 std::vector<std::string> RegisteredDeviceModels();
-// Builds the model for train.device = `device`; Fail (naming train.device and the registered
-// backends) when this build has no such backend.
+// Fail (naming train.device and the registered backends) when this build has no backend called
+// `device`: commands call it right after resolving the config, before writing anything.
+void RequireDeviceModel(const std::string& device);
+// Builds the model for train.device = `device`; Fail as RequireDeviceModel when this build has no
+// such backend.
 std::unique_ptr<DeviceModel> MakeDeviceModel(const std::string& device,
                                              const DeviceModelContext& context);
 

@@ -394,11 +394,13 @@ StepResult Trainer::Step() {
     r.skipped = true;
     ++skipped_steps_;
     ++consecutive_skips_;
-    std::string what = !std::isfinite(r.loss) ? "loss (" + std::to_string(r.loss) + ")"
-                       : device_              ? "gradient in " + device_bad_tensor_
-                       : reducer_->nonfinite_tensors().empty()
-                           ? std::string("gradient on another rank")
-                           : "gradient in " + reducer_->nonfinite_tensors().front();
+    std::string what =
+        !std::isfinite(r.loss) ? "loss (" + std::to_string(r.loss) + ")"
+        : device_ ? "gradient in " + (device_bad_tensor_.empty() ? std::string("an unnamed tensor")
+                                                                 : device_bad_tensor_)
+        : reducer_->nonfinite_tensors().empty()
+            ? std::string("gradient on another rank")
+            : "gradient in " + reducer_->nonfinite_tensors().front();
     LOG(WARNING) << "step " << step_ << ": non-finite " << what << "; update skipped ("
                  << consecutive_skips_ << " in a row, " << skipped_steps_ << " total)";
     if (consecutive_skips_ >= t.max_consecutive_skips()) {
@@ -451,13 +453,15 @@ void Trainer::LogStep(const StepResult& r, double, int64_t) {
   const auto& t = cfg_.train();
   double tok_s = window_seconds_ > 0 ? window_tokens_ / window_seconds_ : 0;
   double gflops = window_seconds_ > 0 ? window_flops_ / window_seconds_ / 1e9 : 0;
-  if (!device_ && opt_.gemm_peak_gflops > 0 && gflops > opt_.gemm_peak_gflops) {
+  // gflops is the whole job's rate (every rank's FLOPs); the peak is one rank's.
+  const int world = world_->size();
+  if (!device_ && opt_.gemm_peak_gflops > 0 && gflops / world > opt_.gemm_peak_gflops) {
     // The start-up measurement ran while the machine was busy (the step beat it): measure again
     // and keep the best, so MFU stays a fraction of a peak this process actually reached.
     const double again = MeasureSgemmPeakGflops();
-    opt_.gemm_peak_gflops = std::max({opt_.gemm_peak_gflops, again, gflops});
+    opt_.gemm_peak_gflops = std::max({opt_.gemm_peak_gflops, again, gflops / world});
   }
-  double mfu = opt_.gemm_peak_gflops > 0 ? gflops / opt_.gemm_peak_gflops : 0;
+  double mfu = opt_.gemm_peak_gflops > 0 ? gflops / (opt_.gemm_peak_gflops * world) : 0;
   double eta = run_steps_ > 0 ? (t.steps() - step_) * (run_seconds_ / run_steps_) : 0;
   if (progress_line_) std::fprintf(stderr, "\r%*s\r", 78, "");
   if (!opt_.quiet) {

@@ -235,6 +235,15 @@ void ValidateConfig(const config::Config& cfg, const std::string& origin) {
   if (t.device() != "cpu" && t.device() != "cuda") {
     bad("train.device", "\"" + t.device() + "\"", "must be \"cpu\" or \"cuda\"");
   }
+  if (t.device() != "cpu" && cfg.optimizer().zero_stage() != 0) {
+    bad("optimizer.zero_stage", cfg.optimizer().zero_stage(),
+        "must be 0 with train.device = \"" + t.device() +
+            "\" (every GPU keeps the full Adam state)");
+  }
+  if (t.device() != "cpu" && cfg.multitask().weighting() == "gradnorm") {
+    bad("multitask.weighting", "\"gradnorm\"",
+        "is not supported with train.device = \"" + t.device() + "\" yet (every other scheme is)");
+  }
   if (!(t.mask_prob() > 0 && t.mask_prob() < 1))
     bad("train.mask_prob", t.mask_prob(), "must be in (0, 1)");
 

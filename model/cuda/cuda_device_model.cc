@@ -33,6 +33,8 @@ void Check(cudaError_t e, const char* what) {
 double DatasheetPeakGflops(const cudaDeviceProp& p, bool bf16) {
   const std::string name = p.name;
   auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  // H100 PCIe has fewer SMs and lower clocks than the SXM parts (NVIDIA datasheet figures).
+  if (has("H100") && has("PCIe")) return bf16 ? 756.5e3 : 51.2e3;
   if (has("H100") || has("H200") || has("GH200")) return bf16 ? 989.4e3 : 66.9e3;
   if (has("A100")) return bf16 ? 312e3 : 19.5e3;
   return 0;

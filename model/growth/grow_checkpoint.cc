@@ -189,7 +189,11 @@ std::string SaveGrowthResult(const std::string& root, const GrowthResult& res,
   // rows are padded for the target's tp, which RestoreInto re-pads for whatever layout resumes).
   ParamStore store;
   {
-    RoFormerModel layout(res.model, TpRegion(), /*with_optimizer_state=*/false);
+    // Only names, placements and shapes are needed: fp32, so a bf16 target (e.g. trained on a
+    // GPU) does not demand bf16 GEMMs of this host.
+    config::ModelConfig fp32 = res.model;
+    fp32.set_precision("fp32");
+    RoFormerModel layout(fp32, TpRegion(), /*with_optimizer_state=*/false);
     for (const ParamInfo& info : layout.store().infos()) {
       auto it = params.find(info.name);
       if (it == params.end()) Fail("growth: grown checkpoint lacks ", info.name);

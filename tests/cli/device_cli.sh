@@ -2,8 +2,9 @@
 # label: unit
 # train.device: "cuda" without a usable GPU (this CI machine) stops before the first step with an
 # error naming train.device and writes no checkpoint; an unknown device is a config error. With a
-# GPU present the cuda run must instead train and match the CPU's first loss (bf16 tolerance is
-# the GPU suite's job; here only that it ran).
+# GPU present the cuda run must instead train on it (parity with the CPU trainer is
+# tests/gpu/train_parity.sh's job; here only that it ran), and gradnorm or ZeRO-1 with a device
+# are config errors.
 set -euo pipefail
 R=$1
 T=$(mktemp -d)
@@ -18,6 +19,15 @@ if "$R" pretrain "${SETS[@]}" --set train.device=tpu --run-dir "$T/tpu" 2>"$T/tp
   echo "FAIL: train.device=tpu accepted"; exit 1
 fi
 grep -q 'train.device' "$T/tpu.log" || { cat "$T/tpu.log"; echo "FAIL: error does not name train.device"; exit 1; }
+# Combinations a device does not run are config errors, before anything is written.
+for bad in "multitask.weighting=gradnorm:multitask.weighting" "optimizer.zero_stage=1:optimizer.zero_stage"; do
+  if "$R" pretrain "${SETS[@]}" --set train.device=cuda --set "${bad%%:*}" --run-dir "$T/combo" \
+      2>"$T/combo.log"; then
+    echo "FAIL: train.device=cuda with ${bad%%:*} accepted"; exit 1
+  fi
+  grep -q "${bad##*:}" "$T/combo.log" || { cat "$T/combo.log"; echo "FAIL: error does not name ${bad##*:}"; exit 1; }
+  [ ! -e "$T/combo" ] || { echo "FAIL: $T/combo written for a bad config"; exit 1; }
+done
 if "$R" device | grep -q "^cuda:[0-9]"; then
   "$R" pretrain "${SETS[@]}" --set train.device=cuda --run-dir "$T/gpu" 2>"$T/gpu.log"
   grep -q "training on cuda:" "$T/gpu.log" || { cat "$T/gpu.log"; echo "FAIL: not on the GPU"; exit 1; }

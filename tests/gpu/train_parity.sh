@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The trainer on the GPU (train.device = "cuda") against the trainer on the CPU, end to end
 # through `roformer pretrain`: the same tiny corpus, config, seed and dropout masks, RealFormer on.
-#   - fp32: per-step losses within 1e-5 relative at step 1 and 2e-3 over 30 steps (cuBLAS and
-#     oneDNN sum in different orders; the difference compounds through the updates);
+#   - fp32: per-step losses within 1e-5 relative at step 1 and 2e-3 over 30 steps (cuBLAS and the
+#     CPU GEMM, oneDNN or OpenBLAS, sum in different orders; the difference compounds through the
+#     updates);
 #   - bf16 on the GPU against fp32 on the CPU: per-step losses within 3e-2 relative, and the
 #     loss falls;
 #   - resume on the GPU: 15 steps, a new process resumes to 30: per-step losses and the final

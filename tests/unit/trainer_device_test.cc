@@ -185,6 +185,13 @@ TEST_F(TrainerDevice, MirrorReproducesTheCpuTrainerBitForBit) {
   EXPECT_TRUE(probe.store().adam_v() == dev.adam_v);
 }
 
+TEST_F(TrainerDevice, FinalWeightsReachTheHostWithoutCheckpoints) {
+  // No checkpoint_dir: only the end of Run copies the device's state back to the host model.
+  const RunOutput cpu = Train("cpu", "");
+  const RunOutput dev = Train("cpu-mirror", "");
+  ExpectSameRun(cpu, dev);
+}
+
 TEST_F(TrainerDevice, ResumeOnTheDeviceRestoresWeightsAndMoments) {
   const RunOutput cpu = Train("cpu", Dir("cpu"));
   MirrorDevice::uploads = 0;
