@@ -28,8 +28,10 @@ bash "$SRC/tests/make_tiny_corpus.sh" "$BIN" "$T" 11 200 >/dev/null
   --set model.max_position_embeddings=64 --set train.steps=2 --set train.micro_batch=4 \
   --set train.global_batch=4 --set train.seq_len=32 --set train.eval_every=0 \
   --set data.corpus="$T/shards" --set data.vocab="$T/vocab.txt" --run-dir "$T/pt" >/dev/null 2>&1
-python3 - "$T" <<'PY'
+python3 - "$T" "$SRC/tests" <<'PY'
 import json, os, random, sys
+sys.path.insert(0, sys.argv[2])
+from tiny_clue import write_chid
 tmp = sys.argv[1]
 rng = random.Random(3)
 words = [l.strip() for l in open(os.path.join(tmp, "vocab.txt"), encoding="utf-8")][5:60]
@@ -66,20 +68,7 @@ idioms = [" ".join(rng.choice(words) for _ in range(4)) for _ in range(30)]
 os.makedirs(f"{tmp}/chid")
 counter = [0]
 def chid_file(name, n, with_answers=True):
-    ans = {}
-    with open(f"{tmp}/chid/{name}.json", "w", encoding="utf-8") as f:
-        for _ in range(n):
-            order = rng.sample(range(10), 3)
-            content = []
-            for p in range(2):
-                text = sent()
-                for b in range(1 + p):
-                    tag = "#idiom%06d#" % counter[0]; counter[0] += 1
-                    ans[tag] = order.pop()
-                    text += tag + sent()
-                content.append(text)
-            f.write(json.dumps({"candidates": rng.sample(idioms, 10), "content": content}, ensure_ascii=False) + "\n")
-    if with_answers: json.dump(ans, open(f"{tmp}/chid/{name}_answer.json", "w"))
+    write_chid(f"{tmp}/chid", name, n, rng, sent, idioms, counter, with_answers)
 chid_file("train", 6); chid_file("dev", 2); chid_file("test", 2, with_answers=False)
 PY
 run() {  # out-dir extra-args...

@@ -34,8 +34,10 @@ export GLOG_minloglevel=${GLOG_minloglevel:-1} OPENBLAS_NUM_THREADS=1 OMP_NUM_TH
 bash "$SRC/tests/make_tiny_corpus.sh" "$BIN" "$T" 11 200 >/dev/null
 
 # Synthetic CLUE-format task directories over vocab words (as tests/cli/multitask_cli.sh).
-python3 - "$T" <<'PY'
+python3 - "$T" "$SRC/tests" <<'PY'
 import json, os, random, sys
+sys.path.insert(0, sys.argv[2])
+from tiny_clue import write_chid
 tmp = sys.argv[1]
 rng = random.Random(5)
 words = [l.strip() for l in open(os.path.join(tmp, "vocab.txt"), encoding="utf-8")][5:80]
@@ -62,21 +64,7 @@ idioms = [sent(4, 4) for _ in range(30)]
 os.makedirs(f"{tmp}/chid")
 counter = [0]
 def chid_file(name, n):
-    ans = {}
-    with open(f"{tmp}/chid/{name}.json", "w", encoding="utf-8") as f:
-        for _ in range(n):
-            order = rng.sample(range(10), 3)
-            content = []
-            for p in range(2):
-                text = sent()
-                for b in range(1 + p):
-                    tag = "#idiom%06d#" % counter[0]; counter[0] += 1
-                    ans[tag] = order.pop()
-                    text += tag + sent()
-                content.append(text)
-            f.write(json.dumps({"candidates": rng.sample(idioms, 10), "content": content},
-                               ensure_ascii=False) + "\n")
-    json.dump(ans, open(f"{tmp}/chid/{name}_answer.json", "w"))
+    write_chid(f"{tmp}/chid", name, n, rng, sent, idioms, counter)
 chid_file("train", 4); chid_file("dev", 2)
 # CMRC2018 (SQuAD style): contexts longer than one 48-token window.
 def cmrc(prefix, n):
