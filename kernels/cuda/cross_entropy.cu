@@ -42,29 +42,14 @@ __device__ __forceinline__ Online WarpMerge(Online v) {
   return v;
 }
 
+// (max, first argmax, sum exp) of one row's x[0, n) in one online pass, merged over the block in
+// a fixed tree (warps, then warp 0); every thread returns the block's result.
 template <typename T>
-__global__ void CrossEntropyRowKernel(const T* logits, const int32_t* labels, int cols,
-                                      int valid_cols, T* dlogits, float grad_scale,
-                                      double* row_loss, int* row_flags) {
+__device__ Online BlockRowStats(const T* x, int n) {
   __shared__ Online part[kWarp];
   __shared__ Online total;
-  __shared__ float target;
-  const int64_t r = blockIdx.x;
-  const T* x = logits + r * cols;
-  T* dx = dlogits ? dlogits + r * cols : nullptr;
-  const int32_t label = labels[r];
-  if (label < 0 || label >= valid_cols) {  // ignored row (ignore_index): no loss, zero gradient
-    if (dx)
-      for (int c = threadIdx.x; c < cols; c += blockDim.x) dx[c] = FromFloat<T>(0.0f);
-    if (threadIdx.x == 0) {
-      row_loss[r] = 0.0;
-      row_flags[r] = 0;
-    }
-    return;
-  }
-  if (threadIdx.x == 0) target = ToFloat(x[label]);  // read before any thread overwrites it
   Online o{-INFINITY, 0.0f, -1};
-  for (int c = threadIdx.x; c < valid_cols; c += blockDim.x) {
+  for (int c = threadIdx.x; c < n; c += blockDim.x) {
     const float v = ToFloat(x[c]);
     if (o.arg < 0 || v > o.m) {
       o.s = (o.arg < 0 ? 0.0f : o.s * expf(o.m - v)) + 1.0f;
@@ -85,6 +70,29 @@ __global__ void CrossEntropyRowKernel(const T* logits, const int32_t* labels, in
     if (lane == 0) total = w;
   }
   __syncthreads();
+  return total;
+}
+
+template <typename T>
+__global__ void CrossEntropyRowKernel(const T* logits, const int32_t* labels, int cols,
+                                      int valid_cols, T* dlogits, float grad_scale,
+                                      double* row_loss, int* row_flags) {
+  __shared__ float target;
+  const int64_t r = blockIdx.x;
+  const T* x = logits + r * cols;
+  T* dx = dlogits ? dlogits + r * cols : nullptr;
+  const int32_t label = labels[r];
+  if (label < 0 || label >= valid_cols) {  // ignored row (ignore_index): no loss, zero gradient
+    if (dx)
+      for (int c = threadIdx.x; c < cols; c += blockDim.x) dx[c] = FromFloat<T>(0.0f);
+    if (threadIdx.x == 0) {
+      row_loss[r] = 0.0;
+      row_flags[r] = 0;
+    }
+    return;
+  }
+  if (threadIdx.x == 0) target = ToFloat(x[label]);  // read before any thread overwrites it
+  const Online total = BlockRowStats(x, valid_cols);
   const float mx = total.m, se = total.s;
   const float log_se = logf(se);
   if (threadIdx.x == 0) {
@@ -130,7 +138,6 @@ __global__ void CrossEntropyReduceKernel(const double* row_loss, const int* row_
 template <typename T>
 __global__ void VocabShardStatsKernel(const T* logits, const int32_t* labels, int cols,
                                       int valid_cols, int64_t col_start, double* stats) {
-  __shared__ Online part[kWarp];
   const int64_t r = blockIdx.x;
   const T* x = logits + r * cols;
   double* s = stats + r * 4;
@@ -143,32 +150,13 @@ __global__ void VocabShardStatsKernel(const T* logits, const int32_t* labels, in
     }
     return;
   }
-  Online o{-INFINITY, 0.0f, -1};
-  for (int c = threadIdx.x; c < valid_cols; c += blockDim.x) {
-    const float v = ToFloat(x[c]);
-    if (o.arg < 0 || v > o.m) {
-      o.s = (o.arg < 0 ? 0.0f : o.s * expf(o.m - v)) + 1.0f;
-      o.m = v;
-      o.arg = c;
-    } else {
-      o.s += expf(v - o.m);
-    }
-  }
-  o = WarpMerge(o);
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  if (lane == 0) part[warp] = o;
-  __syncthreads();
-  if (warp == 0) {
-    Online w =
-        lane < static_cast<int>(blockDim.x / kWarp) ? part[lane] : Online{-INFINITY, 0.0f, -1};
-    w = WarpMerge(w);
-    if (lane == 0) {
-      const int64_t local_label = static_cast<int64_t>(labels[r]) - col_start;
-      s[0] = w.m;
-      s[1] = w.s;
-      s[2] = local_label >= 0 && local_label < valid_cols ? ToFloat(x[local_label]) : 0.0;
-      s[3] = static_cast<double>(col_start + w.arg);
-    }
+  const Online w = BlockRowStats(x, valid_cols);
+  if (threadIdx.x == 0) {
+    const int64_t local_label = static_cast<int64_t>(labels[r]) - col_start;
+    s[0] = w.m;
+    s[1] = w.s;
+    s[2] = local_label >= 0 && local_label < valid_cols ? ToFloat(x[local_label]) : 0.0;
+    s[3] = static_cast<double>(col_start + w.arg);
   }
 }
 
