@@ -2,6 +2,21 @@
 (tests/cli/multitask_cli.sh, tests/cli/recompute_finetune.sh, tests/mpi/multitask_finetune_dp.sh).
 Import it from a test's embedded Python after `sys.path.insert(0, "<repo>/tests")`."""
 import json
+import os
+
+
+def vocab_words(folder, end):
+    """The WordPiece entries [5, end) of folder/vocab.txt (after the special tokens): test words."""
+    with open(os.path.join(folder, "vocab.txt"), encoding="utf-8") as f:
+        return [line.strip() for line in f][5:end]
+
+
+def write_jsonl(path, rows):
+    """One JSON object per line (UTF-8, not escaped), creating the folder: CLUE's .json format."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def write_chid(out_dir, name, n, rng, sent, idioms, counter, with_answers=True):

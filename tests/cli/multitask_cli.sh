@@ -31,15 +31,12 @@ bash "$SRC/tests/make_tiny_corpus.sh" "$BIN" "$T" 11 200 >/dev/null
 python3 - "$T" "$SRC/tests" <<'PY'
 import json, os, random, sys
 sys.path.insert(0, sys.argv[2])
-from tiny_clue import write_chid
+from tiny_clue import vocab_words, write_chid, write_jsonl
 tmp = sys.argv[1]
 rng = random.Random(3)
-words = [l.strip() for l in open(os.path.join(tmp, "vocab.txt"), encoding="utf-8")][5:60]
+words = vocab_words(tmp, 60)
 def sent(): return " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
-def dump(path, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+dump = write_jsonl
 for split, n in (("train", 30), ("dev", 10)):
     dump(f"{tmp}/afqmc/{split}.json", [{"sentence1": sent(), "sentence2": sent(), "label": rng.choice("01")} for _ in range(n)])
     dump(f"{tmp}/csl/{split}.json", [{"id": i, "abst": sent(), "keyword": [sent(), sent()], "label": rng.choice("01")} for i in range(n)])

@@ -23,15 +23,12 @@ bash "$2/tests/make_tiny_corpus.sh" "$R" "$T" 11 200 >/dev/null
 python3 - "$T" "$2/tests" <<'PY'
 import json, os, random, sys
 sys.path.insert(0, sys.argv[2])
-from tiny_clue import write_chid
+from tiny_clue import vocab_words, write_chid, write_jsonl
 tmp = sys.argv[1]
 rng = random.Random(5)
-words = [l.strip() for l in open(os.path.join(tmp, "vocab.txt"), encoding="utf-8")][5:60]
+words = vocab_words(tmp, 60)
 def sent(): return " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
-def dump(path, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+dump = write_jsonl
 for split, n in (("train", 30), ("dev", 13), ("test", 7)):
     lab = split != "test"
     def L(x): return {"label": x} if lab else {}
