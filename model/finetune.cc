@@ -816,13 +816,9 @@ FinetuneSummary Session::Run() {
               << args_.out_dir << ")";
 
   const int64_t n_train = static_cast<int64_t>(train_f_.size());
-  const int64_t steps_per_epoch = (n_train + cfg_.batch() - 1) / cfg_.batch();
-  const int64_t total = steps_per_epoch * cfg_.epochs();
-  LrSchedule sched;
-  sched.peak = cfg_.lr();
-  sched.total_steps = std::max<int64_t>(1, total);
-  sched.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_proportion() * total));
-  sched.decay = cfg_.lr_decay();
+  const FinetuneSteps plan = PlanFinetuneSteps(cfg_, n_train);
+  const int64_t steps_per_epoch = plan.per_epoch, total = plan.total;
+  const LrSchedule& sched = plan.lr;
   {
     Json j = Json::Object();
     j.set("event", "config")

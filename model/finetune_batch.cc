@@ -5,6 +5,7 @@
 #include <google/protobuf/message.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "model/heads/head_params.h"
 
@@ -58,6 +59,17 @@ EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneC
     e.d_seq = d_seq_buf->data();
   }
   return e;
+}
+
+FinetuneSteps PlanFinetuneSteps(const config::FinetuneConfig& cfg, int64_t examples) {
+  FinetuneSteps s;
+  s.per_epoch = (examples + cfg.batch() - 1) / cfg.batch();
+  s.total = s.per_epoch * cfg.epochs();
+  s.lr.peak = cfg.lr();
+  s.lr.total_steps = std::max<int64_t>(1, s.total);
+  s.lr.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_proportion() * s.total));
+  s.lr.decay = cfg.lr_decay();
+  return s;
 }
 
 void ApplyRunTimeModelOptions(const config::FinetuneConfig& cfg, config::ModelConfig* trained) {

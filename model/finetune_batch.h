@@ -10,6 +10,7 @@
 #include "data/clue/clue_features.h"
 #include "kernels/cpu/dropout.h"
 #include "model/batch.h"
+#include "model/lr_schedule.h"
 #include "model/roformer_model.h"
 #include "runtime/finetune.pb.h"
 
@@ -34,6 +35,15 @@ struct EncodedMicroBatch {
 EncodedMicroBatch EncodeMicroBatch(RoFormerModel* model, const config::FinetuneConfig& cfg,
                                    const Batch& batch, bool train, uint64_t step, uint32_t micro,
                                    std::vector<float>* d_seq_buf);
+
+// Steps and learning-rate schedule of a fine-tuning run over `examples` training examples:
+// ceil(examples / batch) steps per epoch, warmup_proportion of all steps, then lr_decay.
+struct FinetuneSteps {
+  int64_t per_epoch = 0;
+  int64_t total = 0;
+  LrSchedule lr;
+};
+FinetuneSteps PlanFinetuneSteps(const config::FinetuneConfig& cfg, int64_t examples);
 
 // With --init the model config is the checkpoint's (`trained`), except for the options that only
 // trade memory for compute and never change the parameters: model.attention_recompute set in

@@ -688,13 +688,9 @@ MultitaskFinetuneSummary MultitaskSession::Run() {
                           MakeLossWeightingOptions(mt, static_cast<int>(n), classes, priors));
   weighting_ = &weighting;
 
-  const int64_t steps_per_epoch = (total_examples + cfg_.batch() - 1) / cfg_.batch();
-  const int64_t total = steps_per_epoch * cfg_.epochs();
-  LrSchedule sched;
-  sched.peak = cfg_.lr();
-  sched.total_steps = std::max<int64_t>(1, total);
-  sched.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_proportion() * total));
-  sched.decay = cfg_.lr_decay();
+  const FinetuneSteps plan = PlanFinetuneSteps(cfg_, total_examples);
+  const int64_t steps_per_epoch = plan.per_epoch, total = plan.total;
+  const LrSchedule& sched = plan.lr;
 
   // Absent tasks keep their last loss / norm as the weighting's input (before their first step:
   // log K, the loss of a uniform prediction, and 1).
